@@ -1,0 +1,126 @@
+"""The public entry point: errors for bad input, the custom op contract, dispatch, long scans."""
+
+import pytest
+import torch
+
+from gspn.ops import available_backends, propagate
+from tests.ops.test_reference import make_inputs
+
+CPU_BACKENDS = available_backends(torch.device("cpu"))
+
+
+def good(**changes):
+    x, lam, a, b, c = (t.detach() for t in make_inputs(2, 4, 2, 3, 5, dtype=torch.float32))
+    args = dict(x=x, lam=lam, a=a, b=b, c=c)
+    args.update(changes)
+    return args
+
+
+BAD_INPUTS = [
+    (dict(x=torch.zeros(4, 3, 5)), ValueError, r"`x` must have 4 dims .* got shape \(4, 3, 5\)"),
+    (dict(lam=torch.zeros(2, 4, 3, 6)), ValueError, r"`lam` must have x's shape \(2, 4, 3, 5\), got \(2, 4, 3, 6\)"),
+    (dict(a=torch.zeros(2, 3, 3, 5)), ValueError, r"`a` must have shape \(B, G, H, W\) .* G dividing C = 4, got \(2, 3, 3, 5\)"),
+    (dict(b=torch.zeros(2, 1, 3, 5)), ValueError, r"`b` must have shape \(B, G, H, W\) = \(2, 2, 3, 5\)"),
+    (dict(c=torch.zeros(2, 2, 5, 3)), ValueError, r"`c` must have shape .* got \(2, 2, 5, 3\)"),
+    (dict(x=torch.zeros(2, 4, 3, 5, dtype=torch.int64)), TypeError, r"`x` must be floating point, got torch.int64"),
+    (dict(a=torch.zeros(2, 2, 3, 5, dtype=torch.float64)), TypeError, r"`a` is .*float64.* but `x` is .*float32"),
+    (dict(x=[[1.0]]), TypeError, r"`x` must be a torch.Tensor, got list"),
+    (dict(direction="left"), ValueError, r"`direction` must be one of \('lr', 'rl', 'tb', 'bt'\), got 'left'"),
+    (dict(chunk=0), ValueError, r"`chunk` must be None \(global\) or an int >= 1, got 0"),
+    (dict(chunk=2.0), ValueError, r"`chunk` .* got 2.0"),
+    (dict(backend="triton"), ValueError, r"`backend` must be None or one of .*, got 'triton'"),
+]
+
+
+@pytest.mark.parametrize("changes,error,message", BAD_INPUTS)
+def test_bad_input_is_named(changes, error, message):
+    with pytest.raises(error, match=message):
+        propagate(**good(**changes))
+
+
+def test_mixed_devices_are_refused():
+    args = good(b=good()["b"].to("meta"))
+    with pytest.raises(TypeError, match=r"`b` is .* on meta but `x` is .* on cpu"):
+        propagate(**args)
+
+
+def test_unavailable_backend_is_a_clear_error():
+    with pytest.raises(RuntimeError, match=r"backend 'cuda' cannot run on cpu"):
+        propagate(**good(), backend="cuda")
+
+
+def test_environment_variable_forces_backend(monkeypatch):
+    monkeypatch.setenv("GSPN_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="backend 'cuda'"):
+        propagate(**good())
+    monkeypatch.setenv("GSPN_BACKEND", "reference")
+    torch.testing.assert_close(propagate(**good()), propagate(**good(), backend="reference"))
+
+
+def test_non_contiguous_inputs():
+    args = good()
+    strided = {k: v.transpose(2, 3).contiguous().transpose(2, 3) for k, v in args.items()}
+    assert not strided["x"].is_contiguous()
+    torch.testing.assert_close(propagate(**strided, direction="tb"), propagate(**args, direction="tb"))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_opcheck(backend):
+    x, lam, a, b, c = make_inputs(2, 4, 2, 3, 5)
+    torch.library.opcheck(torch.ops.gspn.propagate.default, (x, lam, a, b, c, "rl", 2, backend))
+    dh = torch.randn_like(x)
+    h = propagate(x, lam, a, b, c, direction="rl", chunk=2, backend=backend).detach()
+    torch.library.opcheck(torch.ops.gspn.propagate_backward.default,
+                          tuple(t.detach() for t in (dh, x, lam, a, b, c, h)) + ("rl", 2, backend))
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    def layer(x, lam, a, b, c):
+        return sum(propagate(x, lam, a.sigmoid(), b.sigmoid(), c.sigmoid(), direction=d, chunk=2)
+                   for d in ("lr", "rl", "tb", "bt"))
+
+    inputs = make_inputs(1, 2, 1, 4, 6, dtype=torch.float32)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    eager_out = layer(*inputs)
+    eager_grads = torch.autograd.grad(eager_out.sum(), inputs)
+    out = compiled(*inputs)
+    torch.testing.assert_close(out, eager_out)
+    for got, want in zip(torch.autograd.grad(out.sum(), inputs), eager_grads):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("direction", ["lr", "bt"])
+def test_long_stochastic_scan_stays_bounded(backend, direction):
+    """Row-stochastic weights (DESIGN 1.2) keep |h| <= max|lam x| * steps over 4096 steps in float32."""
+    H, W = (8, 4096) if direction == "lr" else (4096, 8)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 1, H, W, generator=gen).sigmoid()
+    cross = -2 if direction == "lr" else -1
+    first = [slice(None)] * 5
+    first[cross] = slice(0, 1)
+    last = [slice(None)] * 5
+    last[cross] = slice(-1, None)
+    logits[0][tuple(first[1:])] = 0  # no neighbour before the first cross position
+    logits[2][tuple(last[1:])] = 0   # nor after the last
+    a, b, c = logits / logits.sum(0, keepdim=True)
+    x = torch.randn(1, 2, H, W, generator=gen)
+    lam = torch.ones_like(x)
+    h = propagate(x, lam, a, b, c, direction=direction, backend=backend)
+    steps = W if direction == "lr" else H
+    assert torch.isfinite(h).all()
+    assert h.abs().max() <= x.abs().max() * steps
+    # with lam * x = 1 everywhere, stochastic rows make the state count the steps walked exactly
+    h = propagate(torch.ones_like(x), lam, a, b, c, direction=direction, backend=backend)
+    walked = torch.arange(steps, 0, -1.0) if direction == "bt" else torch.arange(1.0, steps + 1)
+    walked = walked.view(1, 1, 1, W) if direction == "lr" else walked.view(1, 1, H, 1)
+    torch.testing.assert_close(h, walked.expand_as(h), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_accumulate_in_float32(dtype):
+    inputs = [t.detach() for t in make_inputs(1, 2, 1, 6, 64, dtype=torch.float32)]
+    want = propagate(*inputs)
+    got = propagate(*(t.to(dtype) for t in inputs))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.02)
