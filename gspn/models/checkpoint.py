@@ -1,0 +1,90 @@
+"""Loading weights from a checkpoint file, with a report of what did not fit."""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """What `load_checkpoint` did. `mismatched`: (key, checkpoint shape, model shape), not loaded."""
+
+    prefix: str = ""
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors" + (f" (prefix {self.prefix!r} stripped)" if self.prefix else "")]
+        for title, keys in (("missing from the checkpoint", self.missing),
+                            ("unexpected in the checkpoint", self.unexpected),
+                            ("shape mismatch, skipped", [f"{k}: {tuple(a)} in file, {tuple(b)} in model"
+                                                         for k, a, b in self.mismatched])):
+            if keys:
+                shown = ", ".join(keys[:10]) + (f", ... ({len(keys) - 10} more)" if len(keys) > 10 else "")
+                lines.append(f"{len(keys)} {title}: {shown}")
+        return "\n".join(lines)
+
+
+def extract_state_dict(checkpoint: dict) -> dict[str, Tensor]:
+    """The tensors of a plain state dict, {"state_dict": ...} (Lightning) or {"model": ...}."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    return {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
+
+
+def find_prefix(keys: list[str], model_keys: set[str]) -> str:
+    """The prefix (e.g. "model." or "backbone.") whose stripping matches the most model keys."""
+    votes: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            if ".".join(parts[i:]) in model_keys:
+                prefix = ".".join(parts[:i]) + "." if i else ""
+                votes[prefix] = votes.get(prefix, 0) + 1
+    return min(votes, key=lambda p: (-votes[p], len(p))) if votes else ""
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str | None = None,
+                    weights_only: bool = True) -> LoadReport:
+    """Load weights from `path` into `model` and report missing, unexpected and mismatched keys.
+
+    Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
+    such as "model." or "backbone." is found and stripped (or give `prefix`). Keys outside the prefix
+    count as unexpected. Tensors whose shape differs from the model's are skipped and reported. With
+    `strict`, any of the three raises a RuntimeError after nothing has been loaded.
+    """
+    state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=weights_only))
+    own = model.state_dict()
+    if prefix is None:
+        prefix = find_prefix(list(state), set(own))
+    report = LoadReport(prefix=prefix)
+    usable = {}
+    for key, value in state.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name not in own:
+            report.unexpected.append(key)
+        elif value.shape != own[name].shape:
+            report.mismatched.append((name, tuple(value.shape), tuple(own[name].shape)))
+        else:
+            usable[name] = value
+    skipped = {name for name, _, _ in report.mismatched}
+    report.missing = [k for k in own if k not in usable and k not in skipped]
+    if strict and not report.clean:
+        raise RuntimeError(f"load_checkpoint({str(path)!r}, strict=True):\n{report}")
+    model.load_state_dict(usable, strict=False)
+    report.loaded = list(usable)
+    (log.info if report.clean else log.warning)("load_checkpoint %s: %s", path, report)
+    return report

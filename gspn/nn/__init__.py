@@ -1,0 +1,11 @@
+"""GSPN layers: the mixer, its normalisation of weights, norms, MLP and the block."""
+
+from .block import GSPNBlock
+from .drop_path import DropPath
+from .mixer import DIRECTIONS, GSPNMixer, scan_directions
+from .mlp import Mlp
+from .normalize import stochastic_normalize
+from .norms import GRN, LayerNorm2d
+
+__all__ = ["GSPNBlock", "GSPNMixer", "DropPath", "Mlp", "GRN", "LayerNorm2d",
+           "stochastic_normalize", "scan_directions", "DIRECTIONS"]

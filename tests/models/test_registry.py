@@ -1,0 +1,55 @@
+"""Presets: names, overrides, parameter counts of the official configs, MACs of GSPN-T."""
+
+import pytest
+import torch
+
+from gspn.models import count_macs, count_params, create_model, list_models, register_model
+from gspn.models.presets import official_chunks
+
+PRESET_PARAMS = {  # millions, at 1000 classes; tolerance
+    "gspn_t": (31.5, 0.03), "gspn_s": (50.8, 0.03), "gspn_b": (93.1, 0.03),
+    "gspn2_t": (24.0, 0.10), "gspn2_s": (50.0, 0.10), "gspn2_b": (89.0, 0.10),
+}
+
+
+def on_meta(name, **overrides):
+    """Build without allocating or initialising real memory: counting only."""
+    with torch.device("meta"):
+        return create_model(name, **overrides)
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_PARAMS))
+def test_preset_parameter_counts(name):
+    expected, tolerance = PRESET_PARAMS[name]
+    params = count_params(on_meta(name)) / 1e6
+    assert abs(params - expected) <= tolerance * expected, f"{name}: {params:.2f}M, expected {expected}M"
+
+
+def test_gspn_t_macs_match_the_paper():
+    macs = count_macs(on_meta("gspn_t"), (3, 224, 224)) / 1e9
+    assert abs(macs - 5.3) <= 0.1 * 5.3, f"{macs:.2f} GMACs"
+
+
+def test_official_chunk_placement():
+    assert official_chunks((2, 2, 7, 2), (2, 3)) == [[2, 2], [2, 2], [None] * 7, [None, None]]
+    assert official_chunks((4, 4, 15, 4), (2, 3))[2] == [None] * 7 + [2] * 6 + [None, 2]
+    model = on_meta("gspn_s")
+    chunks = [[block.mixer.chunk for block in stage.blocks] for stage in model.stages]
+    assert chunks == [[2] * 5, [2] * 5, [2] * 10, [None, None]]
+
+
+def test_list_create_and_override():
+    assert {"gspn_t", "gspn_s", "gspn_b", "gspn2_t", "gspn2_s", "gspn2_b", "gspn_nano"} <= set(list_models())
+    assert list_models("gspn2_*") == ["gspn2_b", "gspn2_s", "gspn2_t"]
+    model = create_model("gspn_nano", num_classes=7, depths=(1, 1, 1, 1))
+    assert model.num_classes == 7 and [len(s.blocks) for s in model.stages] == [1, 1, 1, 1]
+    assert [s.blocks[0].mixer.chunk for s in model.stages] == [2, 2, None, None]
+    with pytest.raises(KeyError, match="unknown model 'gspn_xl'; available: .*gspn_t"):
+        create_model("gspn_xl")
+
+
+def test_register_model_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        @register_model
+        def gspn_t():
+            pass
