@@ -1,0 +1,500 @@
+// CUDA kernels of the GSPN line scan, forward and backward, all four directions by index arithmetic.
+//
+// Frame: every direction is a scan over L steps (s = 0 .. L-1, in scan order) of lines of N cross
+// positions (i = 0 .. N-1); `Geometry::offset(s, i)` maps that frame onto the (H, W) plane, and both
+// kernels use nothing else to address memory. lr: s -> column s, i -> row i; rl: column W-1-s;
+// tb: s -> row s, i -> column i; bt: row H-1-s.
+//
+// Work split: one block per (batch, weight group, tile of kt channels of that group). The whole
+// cross axis of a line belongs to the block (neighbours i-1, i+1 couple it at every step), and each
+// weight loaded is used for all kt channels (kt = min(K, 32), less if shared memory is short, so
+// weights are read once per group whenever K <= kt). Thread t of the block (at most 512 threads)
+// owns cross positions t, t + blockDim.x, ... The cross axis is limited by one block's shared
+// memory: about 6400 (float32/16) or 3200 (float64) positions on an H100; longer ones fail cleanly.
+//
+// Tiles: the block walks the scan in tiles of T steps. For a tile it loads every input of those T
+// lines into shared memory in one burst (many loads in flight), scans the tile in shared memory
+// (one __syncthreads per step), then writes the tile out. Loads and stores are coalesced for every
+// direction: the flat index of a tile element runs fastest along whichever axis is contiguous in
+// memory (the cross axis for tb/bt, the scan axis for lr/rl). For lr/rl the shared-memory rows are
+// padded to an odd pitch, so both the loads (scan axis fastest) and the scan (cross axis fastest)
+// are free of bank conflicts. Everything on chip is float32 (float64 for double inputs).
+//
+// Weight gradients sum over the channels of a group. When the block owns the whole group (kt == K)
+// it writes them directly; otherwise each channel tile writes its partial sums to a float32
+// workspace and a second kernel adds the tiles in a fixed order. No atomics: repeated runs are
+// bitwise identical.
+#include "propagate_kernels.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace gspn_cuda {
+namespace detail {
+
+constexpr int kMaxThreads = 512;  // with 2 blocks per SM: 64 registers a thread, no spills
+constexpr int kMaxChannelTile = 32;
+constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and later
+
+template <typename T> struct Accumulator { using type = float; };
+template <> struct Accumulator<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+struct Geometry {
+  int L, N;                              // scan length, cross length
+  int64_t step_stride, cross_stride;     // memory strides in an (H, W) plane
+  bool reversed;                         // rl, bt: scan step 0 is the last column / row
+  bool cross_contiguous;                 // tb, bt
+
+  __host__ __device__ int64_t offset(int s, int i) const {
+    const int j = reversed ? L - 1 - s : s;
+    return j * step_stride + i * cross_stride;
+  }
+};
+
+inline Geometry make_geometry(const Problem& p) {
+  const bool along_w = p.direction == Direction::LR || p.direction == Direction::RL;
+  Geometry g;
+  g.L = static_cast<int>(along_w ? p.W : p.H);
+  g.N = static_cast<int>(along_w ? p.H : p.W);
+  g.step_stride = along_w ? 1 : p.W;
+  g.cross_stride = along_w ? p.W : 1;
+  g.reversed = p.direction == Direction::RL || p.direction == Direction::BT;
+  g.cross_contiguous = !along_w;
+  return g;
+}
+
+// Shared-memory layout of one channel's tile of T lines: element (sl, i) at sl*pitch_s + i*pitch_i.
+struct TileLayout {
+  int pitch_s, pitch_i, plane;
+
+  __host__ __device__ TileLayout(const Geometry& g, int tile) {
+    if (g.cross_contiguous) {
+      pitch_s = g.N;
+      pitch_i = 1;
+      plane = tile * g.N;
+    } else {
+      pitch_s = 1;
+      pitch_i = tile % 2 ? tile : tile + 1;
+      plane = g.N * pitch_i;
+    }
+  }
+  __device__ int at(int sl, int i) const { return sl * pitch_s + i * pitch_i; }
+};
+
+// The flat index e of a tile element of `steps` lines, fastest along the contiguous memory axis.
+__device__ __forceinline__ void tile_coord(const Geometry& g, int steps, int e, int& sl, int& i) {
+  if (g.cross_contiguous) {
+    sl = e / g.N;
+    i = e - sl * g.N;
+  } else {
+    i = e / steps;
+    sl = e - i * steps;
+  }
+}
+
+// One line of the state in shared memory, for channels k and cross positions i.
+template <typename A> struct Line {
+  A* p;
+  int k_stride, i_stride;
+  __device__ A& at(int k, int i) const { return p[k * k_stride + i * i_stride]; }
+};
+
+__host__ __device__ __forceinline__ bool restarts(int s, int64_t chunk) {
+  return s == 0 || (chunk > 0 && s % chunk == 0);
+}
+
+// What a block works on: which planes, how many channels, how the scan is tiled.
+struct Config {
+  Geometry geo;
+  int64_t C, G, K;        // channels, weight groups, channels per group
+  int64_t chunk;
+  int64_t channel_tiles;  // ceil(K / kt)
+  int kt, tile;           // channels per block, scan steps per tile
+};
+
+struct BlockPlanes {
+  int64_t x0;       // offset of the block's first channel plane in x-shaped tensors
+  int64_t w0;       // offset of its weight plane in weight-shaped tensors
+  int64_t bg, ct;   // (batch, group) index and channel tile of the block
+  int kn;           // channels actually handled (the last tile may be short)
+};
+
+__device__ __forceinline__ BlockPlanes block_planes(const Config& cfg) {
+  const int64_t hw = static_cast<int64_t>(cfg.geo.L) * cfg.geo.N;
+  BlockPlanes bp;
+  bp.ct = blockIdx.x % cfg.channel_tiles;
+  bp.bg = blockIdx.x / cfg.channel_tiles;
+  const int64_t batch = bp.bg / cfg.G, group = bp.bg % cfg.G;
+  const int64_t first = bp.ct * cfg.kt;
+  const int64_t left = cfg.K - first;
+  bp.kn = static_cast<int>(left < cfg.kt ? left : cfg.kt);
+  bp.x0 = (batch * cfg.C + group * cfg.K + first) * hw;
+  bp.w0 = bp.bg * hw;
+  return bp;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads, 2)
+forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __restrict__ a,
+               const T* __restrict__ b, const T* __restrict__ c, T* __restrict__ h, Config cfg) {
+  using A = typename Accumulator<T>::type;
+  extern __shared__ __align__(16) unsigned char gspn_smem[];
+  const Geometry& g = cfg.geo;
+  const TileLayout tl(g, cfg.tile);
+  const BlockPlanes bp = block_planes(cfg);
+  const int64_t hw = static_cast<int64_t>(g.L) * g.N;
+  const int tid = threadIdx.x, nt = blockDim.x, N = g.N;
+
+  A* v = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: lam * x, overwritten in place by h
+  A* w = v + cfg.kt * tl.plane;             // [3] tiles: a, b, c
+  A* carry = w + 3 * tl.plane;              // [kt][N]: h of the last line of the previous tile
+  const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
+
+  for (int t0 = 0; t0 < g.L; t0 += cfg.tile) {
+    const int steps = min(cfg.tile, g.L - t0);
+    const int count = steps * N;
+    for (int k = 0; k < bp.kn; ++k) {
+      const T* xk = x + bp.x0 + k * hw;
+      const T* lk = lam + bp.x0 + k * hw;
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int64_t o = g.offset(t0 + sl, i);
+        v[k * tl.plane + tl.at(sl, i)] = to_acc(lk[o]) * to_acc(xk[o]);
+      }
+    }
+    for (int e = tid; e < count; e += nt) {
+      int sl, i;
+      tile_coord(g, steps, e, sl, i);
+      const int64_t o = g.offset(t0 + sl, i);
+      for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = to_acc(weights[m][o]);
+    }
+    __syncthreads();
+
+    for (int sl = 0; sl < steps; ++sl) {
+      if (!restarts(t0 + sl, cfg.chunk)) {
+        const Line<A> prev = sl > 0 ? Line<A>{v + tl.at(sl - 1, 0), tl.plane, tl.pitch_i}
+                                    : Line<A>{carry, N, 1};
+        for (int i = tid; i < N; i += nt) {
+          const int here = tl.at(sl, i);
+          const A wa = w[here], wb = w[tl.plane + here], wc = w[2 * tl.plane + here];
+          for (int k = 0; k < bp.kn; ++k) {
+            A s = v[k * tl.plane + here] + wb * prev.at(k, i);
+            if (i > 0) s += wa * prev.at(k, i - 1);
+            if (i + 1 < N) s += wc * prev.at(k, i + 1);
+            v[k * tl.plane + here] = s;
+          }
+        }
+      }
+      __syncthreads();
+    }
+
+    for (int k = 0; k < bp.kn; ++k) {
+      T* hk = h + bp.x0 + k * hw;
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        store(hk + g.offset(t0 + sl, i), v[k * tl.plane + tl.at(sl, i)]);
+      }
+      for (int i = tid; i < N; i += nt) carry[k * N + i] = v[k * tl.plane + tl.at(steps - 1, i)];
+    }
+    __syncthreads();  // the next tile's loads overwrite what was just read
+  }
+}
+
+// Where a block writes its weight gradients: straight into da/db/dc, or (several channel tiles
+// per group) as float partial sums into workspace[(ct * 3 + m) * (B * G * hw) + w0 + offset].
+template <typename T> struct WeightGrads {
+  T* out[3];
+  typename Accumulator<T>::type* partial;  // null: write `out`
+  int64_t plane_count;                      // B * G * hw
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads, 2)
+backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __restrict__ lam,
+                const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c,
+                const T* __restrict__ h, T* __restrict__ dx, T* __restrict__ dlam, WeightGrads<T> dw,
+                Config cfg) {
+  using A = typename Accumulator<T>::type;
+  extern __shared__ __align__(16) unsigned char gspn_smem[];
+  const Geometry& g = cfg.geo;
+  const TileLayout tl(g, cfg.tile);
+  const BlockPlanes bp = block_planes(cfg);
+  const int64_t hw = static_cast<int64_t>(g.L) * g.N;
+  const int tid = threadIdx.x, nt = blockDim.x, N = g.N;
+
+  A* d = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: dh, turned in place into dL/dh total
+  A* hp = d + cfg.kt * tl.plane;            // [kt] tiles: the state each line read (0 at restarts)
+  A* w = hp + cfg.kt * tl.plane;            // [3] tiles: a, b, c
+  A* d_carry = w + 3 * tl.plane;            // [kt][N]: d of the first line of the tile after
+  A* w_carry = d_carry + cfg.kt * N;        // [3][N]: the weights of that line
+  const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
+
+  for (int t0 = (g.L - 1) / cfg.tile * cfg.tile; t0 >= 0; t0 -= cfg.tile) {
+    const int steps = min(cfg.tile, g.L - t0);
+    const int count = steps * N;
+    for (int k = 0; k < bp.kn; ++k) {
+      const T* dk = dh + bp.x0 + k * hw;
+      const T* hk = h + bp.x0 + k * hw;
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int s = t0 + sl;
+        const int at = k * tl.plane + tl.at(sl, i);
+        d[at] = to_acc(dk[g.offset(s, i)]);
+        hp[at] = restarts(s, cfg.chunk) ? A(0) : to_acc(hk[g.offset(s - 1, i)]);
+      }
+    }
+    for (int e = tid; e < count; e += nt) {
+      int sl, i;
+      tile_coord(g, steps, e, sl, i);
+      const int64_t o = g.offset(t0 + sl, i);
+      for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = to_acc(weights[m][o]);
+    }
+    __syncthreads();
+
+    // d[s] = dh[s] + T[s+1]^T d[s+1]: the line after s spreads its gradient back through its weights.
+    for (int sl = steps - 1; sl >= 0; --sl) {
+      const int s = t0 + sl;
+      if (s + 1 < g.L && !restarts(s + 1, cfg.chunk)) {
+        const bool inside = sl + 1 < steps;
+        const Line<A> dn = inside ? Line<A>{d + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{d_carry, N, 1};
+        const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
+        for (int i = tid; i < N; i += nt) {
+          const A wb = wn.at(1, i);
+          const A wa = i + 1 < N ? wn.at(0, i + 1) : A(0);
+          const A wc = i > 0 ? wn.at(2, i - 1) : A(0);
+          for (int k = 0; k < bp.kn; ++k) {
+            A r = wb * dn.at(k, i);
+            if (i + 1 < N) r += wa * dn.at(k, i + 1);
+            if (i > 0) r += wc * dn.at(k, i - 1);
+            d[k * tl.plane + tl.at(sl, i)] += r;
+          }
+        }
+      }
+      __syncthreads();
+    }
+
+    for (int k = 0; k < bp.kn; ++k) {
+      const int64_t base = bp.x0 + k * hw;
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int64_t o = base + g.offset(t0 + sl, i);
+        const A dk = d[k * tl.plane + tl.at(sl, i)];
+        store(dx + o, to_acc(lam[o]) * dk);
+        store(dlam + o, to_acc(x[o]) * dk);
+      }
+    }
+    for (int e = tid; e < count; e += nt) {
+      int sl, i;
+      tile_coord(g, steps, e, sl, i);
+      A sums[3] = {A(0), A(0), A(0)};
+      for (int k = 0; k < bp.kn; ++k) {
+        const A dk = d[k * tl.plane + tl.at(sl, i)];
+        const A* hk = hp + k * tl.plane;
+        if (i > 0) sums[0] += dk * hk[tl.at(sl, i - 1)];
+        sums[1] += dk * hk[tl.at(sl, i)];
+        if (i + 1 < N) sums[2] += dk * hk[tl.at(sl, i + 1)];
+      }
+      const int64_t o = bp.w0 + g.offset(t0 + sl, i);
+      for (int m = 0; m < 3; ++m) {
+        if (dw.partial) dw.partial[(bp.ct * 3 + m) * dw.plane_count + o] = sums[m];
+        else store(dw.out[m] + o, sums[m]);
+      }
+    }
+    for (int i = tid; i < N; i += nt) {
+      for (int k = 0; k < bp.kn; ++k) d_carry[k * N + i] = d[k * tl.plane + tl.at(0, i)];
+      for (int m = 0; m < 3; ++m) w_carry[m * N + i] = w[m * tl.plane + tl.at(0, i)];
+    }
+    __syncthreads();
+  }
+}
+
+// out[m][q] = sum over channel tiles t, in order, of partial[(t * 3 + m) * plane_count + q].
+template <typename T>
+__global__ void sum_channel_tiles(const typename Accumulator<T>::type* __restrict__ partial, int64_t tiles,
+                                  WeightGrads<T> dw) {
+  using A = typename Accumulator<T>::type;
+  const int64_t total = 3 * dw.plane_count;
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < total;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = q / dw.plane_count, r = q - m * dw.plane_count;
+    A s = A(0);
+    for (int64_t t = 0; t < tiles; ++t) s += partial[(t * 3 + m) * dw.plane_count + r];
+    store(dw.out[m] + r, s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: choosing the tiling, launching.
+
+struct Plan {
+  Config cfg;
+  int threads;
+  int64_t blocks;
+  size_t smem;
+};
+
+inline size_t shared_elements(const Geometry& g, int kt, int tile, bool backward) {
+  const size_t plane = static_cast<size_t>(TileLayout(g, tile).plane), n = static_cast<size_t>(g.N);
+  return backward ? (2 * kt + 3) * plane + (kt + 3) * n : (kt + 3) * plane + kt * n;
+}
+
+// Largest channel tile (then scan tile) whose shared memory fits the budget; if none does with
+// at least 4 steps per tile, one channel with the largest tile the device allows.
+inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, Plan* plan) {
+  if (p.B <= 0 || p.C <= 0 || p.G <= 0 || p.H <= 0 || p.W <= 0 || p.C % p.G != 0 || p.chunk < 0)
+    return cudaErrorInvalidValue;
+  if (p.H > INT32_MAX / 64 || p.W > INT32_MAX / 64) return cudaErrorInvalidValue;
+  int device = 0, optin = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return err;
+  const size_t limit = static_cast<size_t>(optin);
+  const size_t budget = limit < kSharedBudget ? limit : kSharedBudget;
+
+  Config& cfg = plan->cfg;
+  cfg.geo = make_geometry(p);
+  cfg.C = p.C;
+  cfg.G = p.G;
+  cfg.K = p.C / p.G;
+  cfg.chunk = p.chunk;
+  const int L = cfg.geo.L;
+  auto fits = [&](int kt, int tile, size_t bytes) {
+    return shared_elements(cfg.geo, kt, tile, backward) * acc_size <= bytes;
+  };
+  bool found = false;
+  for (int kt = static_cast<int>(cfg.K < kMaxChannelTile ? cfg.K : kMaxChannelTile); !found; kt = (kt + 1) / 2) {
+    for (int steps = 32; steps >= 4 && !found; steps /= 2) {
+      const int tile = steps < L ? steps : L;
+      if (fits(kt, tile, budget)) {
+        cfg.kt = kt;
+        cfg.tile = tile;
+        found = true;
+      }
+    }
+    if (kt == 1) break;
+  }
+  for (int steps = 32; steps >= 1 && !found; steps /= 2) {
+    const int tile = steps < L ? steps : L;
+    if (fits(1, tile, limit)) {
+      cfg.kt = 1;
+      cfg.tile = tile;
+      found = true;
+    }
+  }
+  if (!found) return cudaErrorInvalidValue;  // the cross axis is too long for one block's shared memory
+
+  cfg.channel_tiles = (cfg.K + cfg.kt - 1) / cfg.kt;
+  plan->blocks = p.B * p.G * cfg.channel_tiles;
+  if (plan->blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
+  const int n32 = (cfg.geo.N + 31) / 32 * 32;
+  plan->threads = n32 < kMaxThreads ? n32 : kMaxThreads;
+  plan->smem = shared_elements(cfg.geo, cfg.kt, cfg.tile, backward) * acc_size;
+  return cudaSuccess;
+}
+
+template <typename Kernel> cudaError_t allow_shared(Kernel kernel, size_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+template <typename T>
+cudaError_t forward(const Problem& p, const void* x, const void* lam, const void* a, const void* b,
+                    const void* c, void* h, cudaStream_t stream) {
+  Plan plan;
+  cudaError_t err = make_plan(p, sizeof(typename Accumulator<T>::type), false, &plan);
+  if (err != cudaSuccess) return err;
+  err = allow_shared(forward_kernel<T>, plan.smem);
+  if (err != cudaSuccess) return err;
+  forward_kernel<T><<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a), static_cast<const T*>(b),
+      static_cast<const T*>(c), static_cast<T*>(h), plan.cfg);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t backward(const Problem& p, const void* dh, const void* x, const void* lam, const void* a,
+                     const void* b, const void* c, const void* h, void* dx, void* dlam, void* da, void* db,
+                     void* dc, void* workspace, cudaStream_t stream) {
+  using A = typename Accumulator<T>::type;
+  Plan plan;
+  cudaError_t err = make_plan(p, sizeof(A), true, &plan);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = plan.cfg.channel_tiles;
+  if (tiles > 1 && workspace == nullptr) return cudaErrorInvalidValue;
+  WeightGrads<T> dw;
+  dw.out[0] = static_cast<T*>(da);
+  dw.out[1] = static_cast<T*>(db);
+  dw.out[2] = static_cast<T*>(dc);
+  dw.partial = tiles > 1 ? static_cast<A*>(workspace) : nullptr;
+  dw.plane_count = p.B * p.G * p.H * p.W;
+
+  err = allow_shared(backward_kernel<T>, plan.smem);
+  if (err != cudaSuccess) return err;
+  backward_kernel<T><<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
+      static_cast<const T*>(dh), static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a),
+      static_cast<const T*>(b), static_cast<const T*>(c), static_cast<const T*>(h), static_cast<T*>(dx),
+      static_cast<T*>(dlam), dw, plan.cfg);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || tiles == 1) return err;
+
+  const int threads = 256;
+  const int64_t wanted = (3 * dw.plane_count + threads - 1) / threads;
+  const unsigned blocks = static_cast<unsigned>(wanted < 65535 ? wanted : 65535);
+  sum_channel_tiles<T><<<blocks, threads, 0, stream>>>(dw.partial, tiles, dw);
+  return cudaGetLastError();
+}
+
+}  // namespace detail
+
+cudaError_t backward_workspace_elements(DType dtype, const Problem& p, size_t* elements) {
+  const size_t acc_size = dtype == DType::Float64 ? sizeof(double) : sizeof(float);
+  detail::Plan plan;
+  const cudaError_t err = detail::make_plan(p, acc_size, true, &plan);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = plan.cfg.channel_tiles;
+  *elements = tiles > 1 ? static_cast<size_t>(tiles * 3 * p.B * p.G * p.H * p.W) : 0;
+  return cudaSuccess;
+}
+
+cudaError_t propagate_forward(DType dtype, const Problem& p, const void* x, const void* lam, const void* a,
+                              const void* b, const void* c, void* h, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::Float32: return detail::forward<float>(p, x, lam, a, b, c, h, stream);
+    case DType::Float64: return detail::forward<double>(p, x, lam, a, b, c, h, stream);
+    case DType::Float16: return detail::forward<__half>(p, x, lam, a, b, c, h, stream);
+    case DType::BFloat16: return detail::forward<__nv_bfloat16>(p, x, lam, a, b, c, h, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t propagate_backward(DType dtype, const Problem& p, const void* dh, const void* x, const void* lam,
+                               const void* a, const void* b, const void* c, const void* h, void* dx,
+                               void* dlam, void* da, void* db, void* dc, void* workspace, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::Float32:
+      return detail::backward<float>(p, dh, x, lam, a, b, c, h, dx, dlam, da, db, dc, workspace, stream);
+    case DType::Float64:
+      return detail::backward<double>(p, dh, x, lam, a, b, c, h, dx, dlam, da, db, dc, workspace, stream);
+    case DType::Float16:
+      return detail::backward<__half>(p, dh, x, lam, a, b, c, h, dx, dlam, da, db, dc, workspace, stream);
+    case DType::BFloat16:
+      return detail::backward<__nv_bfloat16>(p, dh, x, lam, a, b, c, h, dx, dlam, da, db, dc, workspace, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace gspn_cuda
