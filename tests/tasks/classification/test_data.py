@@ -1,0 +1,110 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks.classification.data import ImageFolderDataModule, SyntheticShapesDataModule
+from tasks.classification.shapes import CLASSES, SyntheticShapes
+
+
+def test_synthetic_shapes_are_deterministic_per_seed():
+    first, again, other = SyntheticShapes(16, seed=3), SyntheticShapes(16, seed=3), SyntheticShapes(16, seed=4)
+    for index in (0, 5, 15):
+        assert torch.equal(first[index][0], again[index][0])
+        assert first[index][1] == again[index][1] == index % len(CLASSES)
+        assert not torch.equal(first[index][0], other[index][0])
+
+
+def test_synthetic_shapes_images():
+    dataset = SyntheticShapes(8, image_size=24)
+    image, label = dataset[3]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1
+    with pytest.raises(IndexError):
+        dataset[8]
+
+
+def foreground_masks(dataset: SyntheticShapes, label: int, count: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(label)
+    return torch.stack([getattr(dataset, CLASSES[label])(
+        lambda low, high: low + (high - low) * torch.rand((), generator=generator).item()) for _ in range(count)])
+
+
+def test_synthetic_classes_differ_in_layout():
+    """The classes' average foreground masks are far apart: each class is its own image-wide layout."""
+    dataset = SyntheticShapes(1, image_size=32)
+    means = torch.stack([foreground_masks(dataset, label, 64).mean(0).flatten() for label in range(len(CLASSES))])
+    distances = torch.cdist(means, means) + torch.eye(len(CLASSES)) * 1e9
+    assert distances.min() > 1.0
+
+
+def test_synthetic_data_module():
+    data = SyntheticShapesDataModule(num_train=16, num_val=8, num_test=8, image_size=32, batch_size=4)
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (4, 3, 32, 32) and labels.shape == (4,)
+    assert data.num_classes == len(CLASSES)
+    assert len(data.val_dataloader().dataset) == 8
+    val_images = {tuple(data.datasets["val"][i][0].flatten()[:8].tolist()) for i in range(8)}
+    train_images = {tuple(data.datasets["train"][i][0].flatten()[:8].tolist()) for i in range(16)}
+    assert not val_images & train_images
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("val", 2)):
+        for name in ("cat", "dog", "emu"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (30 + 7 * i, 41, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_image_folder_data_module(image_folder):
+    data = ImageFolderDataModule(str(image_folder), image_size=32, batch_size=4, num_workers=0)
+    assert data.classes == ["cat", "dog", "emu"] and data.num_classes == 3
+    data.setup("fit")
+    assert len(data.datasets["train"]) == 9 and len(data.datasets["val"]) == 6
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (4, 3, 32, 32)
+    val_images, val_labels = next(iter(data.val_dataloader()))
+    assert val_images.shape == (4, 3, 32, 32)
+    assert val_labels.tolist() == [0, 0, 1, 1]
+
+
+def test_image_folder_without_train_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train"):
+        ImageFolderDataModule(str(tmp_path))
+
+
+def test_training_order_and_augmentation_are_functions_of_seed_and_epoch(image_folder):
+    data = ImageFolderDataModule(str(image_folder), image_size=32, batch_size=3, num_workers=0)
+    data.setup("fit")
+
+    def epoch(number: int) -> list[torch.Tensor]:
+        loader = data.train_dataloader()
+        loader.sampler.set_epoch(number)
+        torch.manual_seed(number + 100)  # the global generator must not matter
+        return [images for images, _ in loader]
+
+    first, again, second = epoch(1), epoch(1), epoch(2)
+    assert len(first) == 3
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_training_samples_are_split_over_ranks(image_folder):
+    data = ImageFolderDataModule(str(image_folder), image_size=32, batch_size=2, num_workers=0)
+    data.setup("fit")
+    keys = []
+    for rank in (0, 1):
+        data.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        keys.append([index for index, _, _ in data.train_dataloader().sampler])
+    assert len(keys[0]) == len(keys[1]) == 4
+    assert not set(keys[0]) & set(keys[1])
