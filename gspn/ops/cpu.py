@@ -1,7 +1,28 @@
-"""The cpu kernels (in progress)."""
+"""The C++ CPU kernels (csrc/cpu), built with ninja on first use; float16/bfloat16 run in float32."""
 
 import torch
 
+from . import build
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+SOURCES = ("cpu/propagate_cpu.cpp",)
+
 
 def unavailable_reason(device: torch.device) -> str | None:
-    return "the cpu kernels are not part of this build yet"
+    if device.type != "cpu":
+        return f"the cpu kernels take cpu tensors, not {device.type}"
+    return build.load_extension("gspn_cpu", SOURCES, extra_cflags=("-O3", "-fopenmp"), extra_ldflags=("-fopenmp",))
+
+
+def _kernel_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.float() for t in tensors] if tensors[0].dtype in LOW_PRECISION else list(tensors)
+
+
+def forward(x, lam, a, b, c, direction, chunk):
+    h = torch.ops.gspn_cpu.forward(*_kernel_dtype(x, lam, a, b, c), direction, chunk)
+    return h.to(x.dtype)
+
+
+def backward(dh, x, lam, a, b, c, h, direction, chunk):
+    grads = torch.ops.gspn_cpu.backward(*_kernel_dtype(dh, x, lam, a, b, c, h), direction, chunk)
+    return tuple(g.to(x.dtype) for g in grads)
