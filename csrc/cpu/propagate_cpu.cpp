@@ -1,3 +1,4 @@
+#ifndef GSPN_KERNEL_PASS
 // The GSPN line scan on CPU (DESIGN 1.1, 1.5): forward and hand-written backward.
 //
 // Every direction is the "lr" scan seen through index arithmetic: line s of the scan (s = 0 where
@@ -63,6 +64,128 @@ struct Units {
   int64_t pairs, K, parts;
 };
 
+}  // namespace
+
+// The kernels below the #else are compiled twice: for the baseline instruction set, and (on x86-64 with
+// GCC or Clang) for AVX2 + FMA, chosen at run time.
+#define GSPN_KERNEL_PASS 1
+namespace {
+namespace base {
+#include __FILE__
+}  // namespace base
+}  // namespace
+#undef GSPN_KERNEL_PASS
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GSPN_KERNEL_PASS 2
+#define GSPN_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace {
+namespace avx2 {
+#include __FILE__
+}  // namespace avx2
+}  // namespace
+#pragma GCC pop_options
+#undef GSPN_KERNEL_PASS
+#endif
+
+namespace {
+
+// ---- the ops ----
+
+#ifdef GSPN_HAVE_AVX2
+// The AVX2 + FMA build of the kernels runs where the CPU has them (the build itself stays portable).
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+// The Python side validates the arguments; these only guard the kernels' assumptions.
+void check_operand(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(t.is_contiguous() && t.dim() == 4 && t.scalar_type() == x.scalar_type() && t.device().is_cpu(),
+              "gspn_cpu: `", name, "` must be a contiguous 4-d CPU tensor of x's dtype");
+}
+
+void check_shapes(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+  const auto G = a.size(1);
+  TORCH_CHECK(G > 0 && x.size(1) % G == 0 && a.sizes() == b.sizes() && a.sizes() == c.sizes() &&
+                  a.size(0) == x.size(0) && a.size(2) == x.size(2) && a.size(3) == x.size(3),
+              "gspn_cpu: weights must be (B, G, H, W) with G dividing x's C");
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& lam, const at::Tensor& a, const at::Tensor& b,
+                   const at::Tensor& c, std::string_view direction, int64_t chunk) {
+  for (auto [t, name] : {std::pair{x, "x"}, {lam, "lam"}, {a, "a"}, {b, "b"}, {c, "c"}}) check_operand(t, x, name);
+  TORCH_CHECK(lam.sizes() == x.sizes(), "gspn_cpu: lam must have x's shape");
+  check_shapes(x, a, b, c);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
+  const int64_t plane = H * W;
+  const Geometry geo = geometry(direction, H, W);
+  const Units units(B, G, C / G);
+  at::Tensor h = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_forward", [&] {
+    const scalar_t *px = x.data_ptr<scalar_t>(), *pl = lam.data_ptr<scalar_t>();
+    const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>(), *pc = c.data_ptr<scalar_t>();
+    scalar_t* ph = h.data_ptr<scalar_t>();
+#ifdef GSPN_HAVE_AVX2
+    if (use_avx2()) return avx2::forward_all(px, pl, pa, pb, pc, ph, units, plane, geo, chunk);
+#endif
+    base::forward_all(px, pl, pa, pb, pc, ph, units, plane, geo, chunk);
+  });
+  return h;
+}
+
+// Unit u writes its weight gradients to plane u; units sharing a weight plane (parts > 1) are summed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& dh, const at::Tensor& x, const at::Tensor& lam, const at::Tensor& a, const at::Tensor& b,
+    const at::Tensor& c, const at::Tensor& h, std::string_view direction, int64_t chunk) {
+  for (auto [t, name] : {std::pair{dh, "dh"}, {x, "x"}, {lam, "lam"}, {a, "a"}, {b, "b"}, {c, "c"}, {h, "h"}})
+    check_operand(t, x, name);
+  TORCH_CHECK(lam.sizes() == x.sizes() && dh.sizes() == x.sizes() && h.sizes() == x.sizes(),
+              "gspn_cpu: dh, lam and h must have x's shape");
+  check_shapes(x, a, b, c);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
+  const int64_t plane = H * W;
+  const Geometry geo = geometry(direction, H, W);
+  const Units units(B, G, C / G);
+  at::Tensor dx = at::empty_like(x), dlam = at::empty_like(x);
+  at::Tensor da = at::empty({units.parts * B, G, H, W}, a.options());
+  at::Tensor db = at::empty_like(da), dc = at::empty_like(da);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_backward", [&] {
+    const scalar_t *pdh = dh.data_ptr<scalar_t>(), *px = x.data_ptr<scalar_t>(), *pl = lam.data_ptr<scalar_t>();
+    const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>(), *pc = c.data_ptr<scalar_t>();
+    const scalar_t* ph = h.data_ptr<scalar_t>();
+    scalar_t *pdx = dx.data_ptr<scalar_t>(), *pdl = dlam.data_ptr<scalar_t>();
+    scalar_t *pda = da.data_ptr<scalar_t>(), *pdb = db.data_ptr<scalar_t>(), *pdc = dc.data_ptr<scalar_t>();
+#ifdef GSPN_HAVE_AVX2
+    if (use_avx2()) return avx2::backward_all(pdh, px, pl, pa, pb, pc, ph, pdx, pdl, pda, pdb, pdc, units, plane, geo,
+                                              chunk);
+#endif
+    base::backward_all(pdh, px, pl, pa, pb, pc, ph, pdx, pdl, pda, pdb, pdc, units, plane, geo, chunk);
+  });
+  if (units.parts > 1) {
+    for (at::Tensor* t : {&da, &db, &dc}) *t = t->view({units.parts, B, G, H, W}).sum(0);
+  }
+  return {dx, dlam, da, db, dc};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(gspn_cpu, m) {
+  m.def("forward(Tensor x, Tensor lam, Tensor a, Tensor b, Tensor c, str direction, int chunk) -> Tensor");
+  m.def("backward(Tensor dh, Tensor x, Tensor lam, Tensor a, Tensor b, Tensor c, Tensor h, str direction, "
+        "int chunk) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(gspn_cpu, CPU, m) {
+  m.impl("forward", &forward);
+  m.impl("backward", &backward);
+}
+
+#else  // GSPN_KERNEL_PASS: the kernels
+
 template <typename T>
 struct Padded {  // a line of N values with a zero on either side: element n is at data()[n + 1]
   explicit Padded(int64_t n) : v(n + 2, T(0)) {}
@@ -98,15 +221,22 @@ inline void store_steps(float* p, int64_t step, __m128 v) {
   else _mm_storeu_ps(p - 3, _mm_shuffle_ps(v, v, _MM_SHUFFLE(0, 1, 2, 3)));
 }
 
-// gather() for floats, of the first `rows` rows and `count` lines (multiples of 4), in 4x4 pieces
-// transposed in registers.
-inline void gather_fast(const float* start, const Geometry& g, int64_t rows, int64_t count, float* tile,
-                        int64_t ld) {
-  for (int64_t n = 0; n < rows; n += 4) {
-    for (int64_t t = 0; t < count; t += 4) {
+// Four steps of a row of the operand (Prod: of the product of two operands, q = p + delta).
+template <bool Prod>
+inline __m128 load4(const float* p, int64_t delta, int64_t step) {
+  if constexpr (Prod) return _mm_mul_ps(load_steps(p, step), load_steps(p + delta, step));
+  return load_steps(p, step);
+}
+
+// 4x4 pieces of rows [n0, n1) and lines [t0, t1), transposed in registers.
+template <bool Prod>
+inline void gather4(const float* start, int64_t delta, const Geometry& g, int64_t n0, int64_t n1, int64_t t0,
+                    int64_t t1, float* tile, int64_t ld) {
+  for (int64_t n = n0; n < n1; n += 4) {
+    for (int64_t t = t0; t < t1; t += 4) {
       const float* p = start + n * g.cross + t * g.step;
-      __m128 r0 = load_steps(p, g.step), r1 = load_steps(p + g.cross, g.step);
-      __m128 r2 = load_steps(p + 2 * g.cross, g.step), r3 = load_steps(p + 3 * g.cross, g.step);
+      __m128 r0 = load4<Prod>(p, delta, g.step), r1 = load4<Prod>(p + g.cross, delta, g.step);
+      __m128 r2 = load4<Prod>(p + 2 * g.cross, delta, g.step), r3 = load4<Prod>(p + 3 * g.cross, delta, g.step);
       _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
       _mm_storeu_ps(tile + t * ld + n, r0);
       _mm_storeu_ps(tile + (t + 1) * ld + n, r1);
@@ -116,10 +246,10 @@ inline void gather_fast(const float* start, const Geometry& g, int64_t rows, int
   }
 }
 
-inline void scatter_fast(const float* tile, int64_t ld, const Geometry& g, int64_t rows, int64_t count,
-                         float* start) {
-  for (int64_t n = 0; n < rows; n += 4) {
-    for (int64_t t = 0; t < count; t += 4) {
+inline void scatter4(const float* tile, int64_t ld, const Geometry& g, int64_t n0, int64_t n1, int64_t t0,
+                     int64_t t1, float* start) {
+  for (int64_t n = n0; n < n1; n += 4) {
+    for (int64_t t = t0; t < t1; t += 4) {
       __m128 r0 = _mm_loadu_ps(tile + t * ld + n), r1 = _mm_loadu_ps(tile + (t + 1) * ld + n);
       __m128 r2 = _mm_loadu_ps(tile + (t + 2) * ld + n), r3 = _mm_loadu_ps(tile + (t + 3) * ld + n);
       _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
@@ -130,6 +260,123 @@ inline void scatter_fast(const float* tile, int64_t ld, const Geometry& g, int64
       store_steps(p + 3 * g.cross, g.step, r3);
     }
   }
+}
+
+#if GSPN_KERNEL_PASS == 2
+// The same with 8x8 pieces in AVX registers.
+inline __m256 load_steps8(const float* p, int64_t step) {
+  if (step > 0) return _mm256_loadu_ps(p);
+  return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p - 7), _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0));
+}
+
+inline void store_steps8(float* p, int64_t step, __m256 v) {
+  if (step > 0) _mm256_storeu_ps(p, v);
+  else _mm256_storeu_ps(p - 7, _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0)));
+}
+
+template <bool Prod>
+inline __m256 load8(const float* p, int64_t delta, int64_t step) {
+  if constexpr (Prod) return _mm256_mul_ps(load_steps8(p, step), load_steps8(p + delta, step));
+  return load_steps8(p, step);
+}
+
+inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r4, __m256& r5, __m256& r6,
+                       __m256& r7) {
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r0 = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r1 = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r2 = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r3 = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r4 = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r5 = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r6 = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r7 = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+template <bool Prod>
+inline void gather8(const float* start, int64_t delta, const Geometry& g, int64_t n1, int64_t t1, float* tile,
+                    int64_t ld) {
+  const int64_t c = g.cross, st = g.step;
+  for (int64_t n = 0; n < n1; n += 8) {
+    for (int64_t t = 0; t < t1; t += 8) {
+      const float* p = start + n * c + t * st;
+      __m256 r0 = load8<Prod>(p, delta, st), r1 = load8<Prod>(p + c, delta, st);
+      __m256 r2 = load8<Prod>(p + 2 * c, delta, st), r3 = load8<Prod>(p + 3 * c, delta, st);
+      __m256 r4 = load8<Prod>(p + 4 * c, delta, st), r5 = load8<Prod>(p + 5 * c, delta, st);
+      __m256 r6 = load8<Prod>(p + 6 * c, delta, st), r7 = load8<Prod>(p + 7 * c, delta, st);
+      transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
+      float* q = tile + t * ld + n;
+      _mm256_storeu_ps(q, r0);
+      _mm256_storeu_ps(q + ld, r1);
+      _mm256_storeu_ps(q + 2 * ld, r2);
+      _mm256_storeu_ps(q + 3 * ld, r3);
+      _mm256_storeu_ps(q + 4 * ld, r4);
+      _mm256_storeu_ps(q + 5 * ld, r5);
+      _mm256_storeu_ps(q + 6 * ld, r6);
+      _mm256_storeu_ps(q + 7 * ld, r7);
+    }
+  }
+}
+
+inline void scatter8(const float* tile, int64_t ld, const Geometry& g, int64_t n1, int64_t t1, float* start) {
+  const int64_t c = g.cross, st = g.step;
+  for (int64_t n = 0; n < n1; n += 8) {
+    for (int64_t t = 0; t < t1; t += 8) {
+      const float* q = tile + t * ld + n;
+      __m256 r0 = _mm256_loadu_ps(q), r1 = _mm256_loadu_ps(q + ld);
+      __m256 r2 = _mm256_loadu_ps(q + 2 * ld), r3 = _mm256_loadu_ps(q + 3 * ld);
+      __m256 r4 = _mm256_loadu_ps(q + 4 * ld), r5 = _mm256_loadu_ps(q + 5 * ld);
+      __m256 r6 = _mm256_loadu_ps(q + 6 * ld), r7 = _mm256_loadu_ps(q + 7 * ld);
+      transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
+      float* p = start + n * c + t * st;
+      store_steps8(p, st, r0);
+      store_steps8(p + c, st, r1);
+      store_steps8(p + 2 * c, st, r2);
+      store_steps8(p + 3 * c, st, r3);
+      store_steps8(p + 4 * c, st, r4);
+      store_steps8(p + 5 * c, st, r5);
+      store_steps8(p + 6 * c, st, r6);
+      store_steps8(p + 7 * c, st, r7);
+    }
+  }
+}
+#endif
+
+// gather() for floats, of the first `rows` rows and `count` lines (multiples of 4).
+template <bool Prod>
+inline void gather_fast(const float* start, int64_t delta, const Geometry& g, int64_t rows, int64_t count,
+                        float* tile, int64_t ld) {
+#if GSPN_KERNEL_PASS == 2
+  const int64_t rows8 = rows / 8 * 8, count8 = count / 8 * 8;
+  gather8<Prod>(start, delta, g, rows8, count8, tile, ld);
+  gather4<Prod>(start, delta, g, rows8, rows, 0, count, tile, ld);
+  gather4<Prod>(start, delta, g, 0, rows8, count8, count, tile, ld);
+#else
+  gather4<Prod>(start, delta, g, 0, rows, 0, count, tile, ld);
+#endif
+}
+
+inline void scatter_fast(const float* tile, int64_t ld, const Geometry& g, int64_t rows, int64_t count,
+                         float* start) {
+#if GSPN_KERNEL_PASS == 2
+  const int64_t rows8 = rows / 8 * 8, count8 = count / 8 * 8;
+  scatter8(tile, ld, g, rows8, count8, start);
+  scatter4(tile, ld, g, rows8, rows, 0, count, start);
+  scatter4(tile, ld, g, 0, rows8, count8, count, start);
+#else
+  scatter4(tile, ld, g, 0, rows, 0, count, start);
+#endif
 }
 #endif
 
@@ -142,18 +389,20 @@ std::pair<int64_t, int64_t> fast_part(int64_t N, int64_t count) {
   return {0, 0};
 }
 
-// tile line t <- plane line s0 + t, for `count` lines
-template <typename T>
+// tile line t <- plane line s0 + t, for `count` lines (Prod: of the product of `plane` and `other`)
+template <bool Prod = false, typename T>
 void gather(const T* __restrict__ plane, const Geometry& g, int64_t s0, int64_t count, T* __restrict__ tile,
-            int64_t ld) {
+            int64_t ld, const T* __restrict__ other = nullptr) {
   const T* start = plane + g.first + s0 * g.step;
+  const int64_t delta = Prod ? other - plane : 0;
   const auto [fast_rows, fast_lines] = fast_part<T>(g.N, count);
 #ifdef __SSE2__
-  if constexpr (std::is_same_v<T, float>) gather_fast(start, g, fast_rows, fast_lines, tile, ld);
+  if constexpr (std::is_same_v<T, float>) gather_fast<Prod>(start, delta, g, fast_rows, fast_lines, tile, ld);
 #endif
   for (int64_t n = 0; n < g.N; ++n) {
     for (int64_t t = n < fast_rows ? fast_lines : 0; t < count; ++t) {
-      tile[t * ld + n] = start[n * g.cross + t * g.step];
+      const int64_t o = n * g.cross + t * g.step;
+      tile[t * ld + n] = Prod ? start[o] * start[o + delta] : start[o];
     }
   }
 }
@@ -192,12 +441,13 @@ T* output_lines(T* plane, const Geometry& g, int64_t s0, T* tile) {
 // ---- forward ----
 
 // The line kernels take restrict-qualified parameters: that is what lets GCC vectorise them.
-template <typename T>
+// HasLam false: x already holds lam * x.
+template <bool HasLam, typename T>
 void forward_line(const T* __restrict__ x, const T* __restrict__ lam, const T* __restrict__ a,
                   const T* __restrict__ b, const T* __restrict__ c, const T* __restrict__ prev,
                   T* __restrict__ cur, T* __restrict__ h, int64_t N) {
   for (int64_t n = 0; n < N; ++n) {
-    const T v = lam[n] * x[n] + a[n] * prev[n] + b[n] * prev[n + 1] + c[n] * prev[n + 2];
+    const T v = (HasLam ? lam[n] * x[n] : x[n]) + a[n] * prev[n] + b[n] * prev[n + 1] + c[n] * prev[n + 2];
     cur[n + 1] = v;
     h[n] = v;
   }
@@ -216,7 +466,8 @@ void forward_lines(const T* x, const T* lam, const T* a, const T* b, const T* c,
   for (int64_t t = 0; t < count; ++t) {
     if (restarts(s0 + t, chunk)) st.prev.clear();
     const int64_t o = t * stride;
-    forward_line(x + o, lam + o, a + o, b + o, c + o, st.prev.data(), st.cur.data(), h + o, N);
+    if (lam) forward_line<true>(x + o, lam + o, a + o, b + o, c + o, st.prev.data(), st.cur.data(), h + o, N);
+    else forward_line<false>(x + o, lam, a + o, b + o, c + o, st.prev.data(), st.cur.data(), h + o, N);
     std::swap(st.prev.v, st.cur.v);
   }
 }
@@ -234,8 +485,13 @@ void forward_unit(const T* x, const T* lam, const T* a, const T* b, const T* c, 
     const T* lc = lines(c, g, s0, count, tiles[2], tiles.ld);
     for (int64_t k = 0; k < channels; ++k) {
       const int64_t o = k * plane;
-      const T* lx = lines(x + o, g, s0, count, tiles[3], tiles.ld);
-      const T* ll = lines(lam + o, g, s0, count, tiles[4], tiles.ld);
+      const T* lx = x + o + g.first + s0 * g.step;  // in place
+      const T* ll = lam + o + g.first + s0 * g.step;
+      if (!g.in_place()) {  // lam * x, multiplied before the transpose
+        gather<true>(x + o, g, s0, count, tiles[3], tiles.ld, lam + o);
+        lx = tiles[3];
+        ll = nullptr;
+      }
       T* lh = output_lines(h + o, g, s0, tiles[5]);
       forward_lines(lx, ll, la, lb, lc, lh, stride, s0, count, g.N, chunk, states[k]);
       if (!g.in_place()) scatter(lh, tiles.ld, g, s0, count, h + o);
@@ -348,95 +604,35 @@ void backward_unit(const T* dh, const T* x, const T* lam, const T* a, const T* b
   }
 }
 
-// ---- the ops ----
+// ---- whole ops, one per instruction set ----
 
-// The Python side validates the arguments; these only guard the kernels' assumptions.
-void check_operand(const at::Tensor& t, const at::Tensor& x, const char* name) {
-  TORCH_CHECK(t.is_contiguous() && t.dim() == 4 && t.scalar_type() == x.scalar_type() && t.device().is_cpu(),
-              "gspn_cpu: `", name, "` must be a contiguous 4-d CPU tensor of x's dtype");
-}
-
-void check_shapes(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
-  const auto G = a.size(1);
-  TORCH_CHECK(G > 0 && x.size(1) % G == 0 && a.sizes() == b.sizes() && a.sizes() == c.sizes() &&
-                  a.size(0) == x.size(0) && a.size(2) == x.size(2) && a.size(3) == x.size(3),
-              "gspn_cpu: weights must be (B, G, H, W) with G dividing x's C");
-}
-
-at::Tensor forward(const at::Tensor& x, const at::Tensor& lam, const at::Tensor& a, const at::Tensor& b,
-                   const at::Tensor& c, std::string_view direction, int64_t chunk) {
-  for (auto [t, name] : {std::pair{x, "x"}, {lam, "lam"}, {a, "a"}, {b, "b"}, {c, "c"}}) check_operand(t, x, name);
-  TORCH_CHECK(lam.sizes() == x.sizes(), "gspn_cpu: lam must have x's shape");
-  check_shapes(x, a, b, c);
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
-  const int64_t plane = H * W;
-  const Geometry geo = geometry(direction, H, W);
-  const Units units(B, G, C / G);
-  at::Tensor h = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_forward", [&] {
-    const scalar_t *px = x.data_ptr<scalar_t>(), *pl = lam.data_ptr<scalar_t>();
-    const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>(), *pc = c.data_ptr<scalar_t>();
-    scalar_t* ph = h.data_ptr<scalar_t>();
-    at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
-      std::vector<ForwardState<scalar_t>> states(units.max_channels(), ForwardState<scalar_t>(geo.N));
-      Tiles<scalar_t> tiles(6, geo);
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t xo = units.first_channel(u) * plane, wo = units.pair(u) * plane;
-        forward_unit(px + xo, pl + xo, pa + wo, pb + wo, pc + wo, ph + xo, units.channels(u), plane, geo, chunk,
-                     states, tiles);
-      }
-    });
+template <typename T>
+void forward_all(const T* px, const T* pl, const T* pa, const T* pb, const T* pc, T* ph, const Units& units,
+                 int64_t plane, const Geometry& geo, int64_t chunk) {
+  at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<ForwardState<T>> states(units.max_channels(), ForwardState<T>(geo.N));
+    Tiles<T> tiles(6, geo);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t xo = units.first_channel(u) * plane, wo = units.pair(u) * plane;
+      forward_unit(px + xo, pl + xo, pa + wo, pb + wo, pc + wo, ph + xo, units.channels(u), plane, geo, chunk, states,
+                   tiles);
+    }
   });
-  return h;
 }
 
-// Unit u writes its weight gradients to plane u; units sharing a weight plane (parts > 1) are summed.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& dh, const at::Tensor& x, const at::Tensor& lam, const at::Tensor& a, const at::Tensor& b,
-    const at::Tensor& c, const at::Tensor& h, std::string_view direction, int64_t chunk) {
-  for (auto [t, name] : {std::pair{dh, "dh"}, {x, "x"}, {lam, "lam"}, {a, "a"}, {b, "b"}, {c, "c"}, {h, "h"}})
-    check_operand(t, x, name);
-  TORCH_CHECK(lam.sizes() == x.sizes() && dh.sizes() == x.sizes() && h.sizes() == x.sizes(),
-              "gspn_cpu: dh, lam and h must have x's shape");
-  check_shapes(x, a, b, c);
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
-  const int64_t plane = H * W;
-  const Geometry geo = geometry(direction, H, W);
-  const Units units(B, G, C / G);
-  at::Tensor dx = at::empty_like(x), dlam = at::empty_like(x);
-  at::Tensor da = at::empty({units.parts * B, G, H, W}, a.options());
-  at::Tensor db = at::empty_like(da), dc = at::empty_like(da);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_backward", [&] {
-    const scalar_t *pdh = dh.data_ptr<scalar_t>(), *px = x.data_ptr<scalar_t>(), *pl = lam.data_ptr<scalar_t>();
-    const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>(), *pc = c.data_ptr<scalar_t>();
-    const scalar_t* ph = h.data_ptr<scalar_t>();
-    scalar_t *pdx = dx.data_ptr<scalar_t>(), *pdl = dlam.data_ptr<scalar_t>();
-    scalar_t *pda = da.data_ptr<scalar_t>(), *pdb = db.data_ptr<scalar_t>(), *pdc = dc.data_ptr<scalar_t>();
-    at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
-      std::vector<BackwardState<scalar_t>> states(units.max_channels(), BackwardState<scalar_t>(geo.N));
-      Tiles<scalar_t> tiles(12, geo);
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t xo = units.first_channel(u) * plane, wo = units.pair(u) * plane, go = u * plane;
-        backward_unit(pdh + xo, px + xo, pl + xo, pa + wo, pb + wo, pc + wo, ph + xo, pdx + xo, pdl + xo, pda + go,
-                      pdb + go, pdc + go, units.channels(u), plane, geo, chunk, states, tiles);
-      }
-    });
+template <typename T>
+void backward_all(const T* pdh, const T* px, const T* pl, const T* pa, const T* pb, const T* pc, const T* ph, T* pdx,
+                  T* pdl, T* pda, T* pdb, T* pdc, const Units& units, int64_t plane, const Geometry& geo,
+                  int64_t chunk) {
+  at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<BackwardState<T>> states(units.max_channels(), BackwardState<T>(geo.N));
+    Tiles<T> tiles(12, geo);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t xo = units.first_channel(u) * plane, wo = units.pair(u) * plane, go = u * plane;
+      backward_unit(pdh + xo, px + xo, pl + xo, pa + wo, pb + wo, pc + wo, ph + xo, pdx + xo, pdl + xo, pda + go,
+                    pdb + go, pdc + go, units.channels(u), plane, geo, chunk, states, tiles);
+    }
   });
-  if (units.parts > 1) {
-    for (at::Tensor* t : {&da, &db, &dc}) *t = t->view({units.parts, B, G, H, W}).sum(0);
-  }
-  return {dx, dlam, da, db, dc};
 }
 
-}  // namespace
-
-TORCH_LIBRARY(gspn_cpu, m) {
-  m.def("forward(Tensor x, Tensor lam, Tensor a, Tensor b, Tensor c, str direction, int chunk) -> Tensor");
-  m.def("backward(Tensor dh, Tensor x, Tensor lam, Tensor a, Tensor b, Tensor c, Tensor h, str direction, "
-        "int chunk) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(gspn_cpu, CPU, m) {
-  m.impl("forward", &forward);
-  m.impl("backward", &backward);
-}
+#endif  // GSPN_KERNEL_PASS
