@@ -3,8 +3,8 @@
 import torch
 
 from . import build
+from .reference_backend import in_float32_if_low_precision
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 SOURCES = ("cpu/propagate_cpu.cpp",)
 
 
@@ -14,15 +14,11 @@ def unavailable_reason(device: torch.device) -> str | None:
     return build.load_extension("gspn_cpu", SOURCES, extra_cflags=("-O3", "-fopenmp"), extra_ldflags=("-fopenmp",))
 
 
-def _kernel_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    return [t.float() for t in tensors] if tensors[0].dtype in LOW_PRECISION else list(tensors)
-
-
 def forward(x, lam, a, b, c, direction, chunk):
-    h = torch.ops.gspn_cpu.forward(*_kernel_dtype(x, lam, a, b, c), direction, chunk)
+    h = torch.ops.gspn_cpu.forward(*in_float32_if_low_precision(x, lam, a, b, c), direction, chunk)
     return h.to(x.dtype)
 
 
 def backward(dh, x, lam, a, b, c, h, direction, chunk):
-    grads = torch.ops.gspn_cpu.backward(*_kernel_dtype(dh, x, lam, a, b, c, h), direction, chunk)
+    grads = torch.ops.gspn_cpu.backward(*in_float32_if_low_precision(dh, x, lam, a, b, c, h), direction, chunk)
     return tuple(g.to(x.dtype) for g in grads)

@@ -11,18 +11,15 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def _compute_dtype(*tensors: torch.Tensor):
-    dtype = tensors[0].dtype
-    if dtype in LOW_PRECISION:
-        return dtype, [t.float() for t in tensors]
-    return dtype, list(tensors)
+def in_float32_if_low_precision(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """float16/bfloat16 inputs upcast, so every backend accumulates in at least float32."""
+    return [t.float() for t in tensors] if tensors[0].dtype in LOW_PRECISION else list(tensors)
 
 
 def forward(x, lam, a, b, c, direction, chunk):
-    dtype, args = _compute_dtype(x, lam, a, b, c)
-    return reference.forward(*args, direction, chunk).to(dtype)
+    return reference.forward(*in_float32_if_low_precision(x, lam, a, b, c), direction, chunk).to(x.dtype)
 
 
 def backward(dh, x, lam, a, b, c, h, direction, chunk):
-    dtype, args = _compute_dtype(dh, x, lam, a, b, c, h)
-    return tuple(g.to(dtype) for g in reference.backward(*args, direction, chunk))
+    grads = reference.backward(*in_float32_if_low_precision(dh, x, lam, a, b, c, h), direction, chunk)
+    return tuple(g.to(x.dtype) for g in grads)
