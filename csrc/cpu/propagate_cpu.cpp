@@ -26,6 +26,7 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -96,8 +97,10 @@ namespace {
 
 #ifdef GSPN_HAVE_AVX2
 // The AVX2 + FMA build of the kernels runs where the CPU has them (the build itself stays portable).
+// GSPN_CPU_ISA=baseline forces the baseline build, so that it can be tested on any machine.
 bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          std::string_view(std::getenv("GSPN_CPU_ISA") ? std::getenv("GSPN_CPU_ISA") : "") != "baseline";
   return yes;
 }
 #endif

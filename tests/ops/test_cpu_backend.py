@@ -3,6 +3,11 @@
 The extension must build here: a build failure makes these tests fail (backend="cpu" raises), not skip.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +99,14 @@ def test_groups_split_over_threads(threads):
             assert_matches_reference(make_inputs(1, 5, 1, 6, 7), direction=direction, chunk=4)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(os.environ.get("GSPN_CPU_ISA") == "baseline", reason="already the baseline build")
+def test_portable_build_of_the_kernels():
+    """The baseline-instruction-set kernels (used where the CPU lacks AVX2) in a fresh process."""
+    env = dict(os.environ, GSPN_CPU_ISA="baseline")
+    selection = "test_matches_reference or test_float32_blocks or test_groups_split_over_threads"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                             "-k", selection], env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
