@@ -9,18 +9,7 @@ defines them. Everything is built with differentiable torch ops, so autograd giv
 
 import torch
 
-TO_LR = {
-    "lr": lambda t: t,
-    "rl": lambda t: t.flip(-1),
-    "tb": lambda t: t.transpose(-1, -2),
-    "bt": lambda t: t.flip(-2).transpose(-1, -2),
-}
-FROM_LR = {
-    "lr": lambda t: t,
-    "rl": lambda t: t.flip(-1),
-    "tb": lambda t: t.transpose(-1, -2),
-    "bt": lambda t: t.transpose(-1, -2).flip(-2),
-}
+from gspn.benchmark import FROM_LR, TO_LR  # the API's definition of the directions, as transforms
 
 
 def _column_matrix(a, b, c):
