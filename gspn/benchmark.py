@@ -1,4 +1,4 @@
-"""Time the propagation backends: `python -m gspn.benchmark [--device cuda] [--quick]`.
+"""Time the propagation backends: `python -m gspn.benchmark [--device cuda] [--quick] [--plan]`.
 
 For every backend, shape and weight mode (per-channel G = C, shared G = 1) it prints the median time
 of forward (no autograd), backward alone and forward + backward (one training step), the achieved
@@ -7,6 +7,9 @@ in the same run. Baselines: "reference-autograd" is plain torch autograd through
 pads and a final stack (`autograd_scan`; gspn.ops.reference.forward writes its output in place and
 so cannot be differentiated by autograd); on CUDA "sdpa" is torch's scaled_dot_product_attention over the same number of
 tokens (H * W tokens, SDPA_HEADS heads of SDPA_HEAD_DIM) for comparison.
+
+`--plan` runs nothing: it prints the CUDA kernels' launch plans and their modelled share of copy
+bandwidth on an H100 (gspn.ops.launch_plan), a model and not a measurement.
 """
 
 import argparse
@@ -138,6 +141,18 @@ def skipped(backend, shape, mode) -> bool:
     return backend in ("reference", AUTOGRAD) and math.prod(shape) > SLOW_LIMIT
 
 
+def print_plan() -> None:
+    """The launch plans of the CUDA kernels and a bandwidth model of them (gspn.ops.launch_plan)."""
+    from gspn.ops import launch_plan
+
+    device = launch_plan.H100
+    print(f"MODEL, not a measurement: the CUDA kernels' launch plans (direction lr, global scan) on a modelled "
+          f"{device.name} ({device.sms} SMs, copy bandwidth {device.copy_bandwidth / 1e12:.1f} TB/s, "
+          f"DRAM latency {device.latency * 1e9:.0f} ns; see gspn/ops/launch_plan.py and docs/cuda.md). "
+          "No GPU measurement exists yet.")
+    print_table(launch_plan.table())
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -147,7 +162,12 @@ def main(argv=None) -> None:
     parser.add_argument("--chunk", type=int, default=None, help="local scan chunk (default: global)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the CUDA kernels' launch plans and their modelled bandwidth (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.plan:
+        print_plan()
+        return
 
     device = torch.device(args.device)
     if args.backends:
