@@ -124,10 +124,11 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& lam, const at::Tensor&
   TORCH_CHECK(lam.sizes() == x.sizes(), "gspn_cpu: lam must have x's shape");
   check_shapes(x, a, b, c);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
+  at::Tensor h = at::empty_like(x);
+  if (x.numel() == 0) return h;  // an empty batch, channel or axis: nothing to scan (and no work units)
   const int64_t plane = H * W;
   const Geometry geo = geometry(direction, H, W);
   const Units units(B, G, C / G);
-  at::Tensor h = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_forward", [&] {
     const scalar_t *px = x.data_ptr<scalar_t>(), *pl = lam.data_ptr<scalar_t>();
     const scalar_t *pa = a.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>(), *pc = c.data_ptr<scalar_t>();
@@ -150,6 +151,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
               "gspn_cpu: dh, lam and h must have x's shape");
   check_shapes(x, a, b, c);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), G = a.size(1);
+  if (x.numel() == 0) {  // nothing reaches the weights (C == 0 leaves them non-empty: their gradient is zero)
+    return {at::empty_like(x), at::empty_like(x), at::zeros_like(a), at::zeros_like(b), at::zeros_like(c)};
+  }
   const int64_t plane = H * W;
   const Geometry geo = geometry(direction, H, W);
   const Units units(B, G, C / G);

@@ -15,7 +15,10 @@ from .checks import check_inputs
 @torch.library.custom_op("gspn::propagate", mutates_args=())
 def _propagate(x: Tensor, lam: Tensor, a: Tensor, b: Tensor, c: Tensor,
                direction: str, chunk: int, backend: str) -> Tensor:
-    return resolve(backend, x.device).forward(x, lam, a, b, c, direction, chunk)
+    module = resolve(backend, x.device)
+    if x.numel() == 0:  # an empty batch, channel or axis: no backend is asked to scan nothing
+        return x.new_empty(x.shape)
+    return module.forward(x, lam, a, b, c, direction, chunk)
 
 
 @_propagate.register_fake
@@ -26,7 +29,10 @@ def _(x, lam, a, b, c, direction, chunk, backend):
 @torch.library.custom_op("gspn::propagate_backward", mutates_args=())
 def _propagate_backward(dh: Tensor, x: Tensor, lam: Tensor, a: Tensor, b: Tensor, c: Tensor, h: Tensor,
                         direction: str, chunk: int, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return resolve(backend, x.device).backward(dh, x, lam, a, b, c, h, direction, chunk)
+    module = resolve(backend, x.device)
+    if x.numel() == 0:  # with C == 0 the weights are not empty, and their gradient is zero
+        return x.new_empty(x.shape), x.new_empty(x.shape), a.new_zeros(a.shape), b.new_zeros(b.shape), c.new_zeros(c.shape)
+    return module.backward(dh, x, lam, a, b, c, h, direction, chunk)
 
 
 @_propagate_backward.register_fake

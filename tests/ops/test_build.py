@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from gspn.ops import build, cpu, propagate
+from gspn.ops import backends, build, cpu, propagate
 from tests.ops.test_reference import make_inputs
 
 
@@ -30,9 +30,46 @@ def test_failed_build_warns_once_and_reports_why(tmp_path, monkeypatch):
         assert build.load_extension("gspn_broken_test", ("broken.cpp",)) == reason
 
 
+def spy_backends(monkeypatch) -> list[str]:
+    """Record the name of every backend whose forward or backward runs (the cpu kernel and the reference
+    give the same numbers, so only this tells which one ran)."""
+    ran = []
+    for name, module in backends.BACKENDS.items():
+        for fn in ("forward", "backward"):
+            def recorded(*args, _name=name, _fn=getattr(module, fn)):
+                ran.append(_name)
+                return _fn(*args)
+            monkeypatch.setattr(module, fn, recorded)
+    return ran
+
+
+def test_cpu_tensors_run_the_cpu_kernel_by_default(monkeypatch):
+    ran = spy_backends(monkeypatch)
+    inputs = make_inputs(1, 2, 1, 3, 4)
+    propagate(*inputs).sum().backward()
+    assert ran == ["cpu", "cpu"]
+    ran.clear()
+    propagate(*inputs, backend="reference").sum().backward()
+    assert ran == ["reference", "reference"]
+
+
 def test_unavailable_kernel_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "unavailable_reason", lambda device: "no compiler")
-    x, lam, a, b, c = (t.detach() for t in make_inputs(1, 2, 1, 3, 4))
-    torch.testing.assert_close(propagate(x, lam, a, b, c), propagate(x, lam, a, b, c, backend="reference"))
+    ran = spy_backends(monkeypatch)
+    inputs = make_inputs(1, 2, 1, 3, 4)
+    propagate(*inputs).sum().backward()
+    assert ran == ["reference", "reference"]
     with pytest.raises(RuntimeError, match="backend 'cpu' cannot run on cpu: no compiler"):
-        propagate(x, lam, a, b, c, backend="cpu")
+        propagate(*inputs, backend="cpu")
+    assert ran == ["reference", "reference"]
+
+
+def test_environment_variable_picks_the_backend(monkeypatch):
+    ran = spy_backends(monkeypatch)
+    x, lam, a, b, c = (t.detach() for t in make_inputs(1, 2, 1, 3, 4))
+    monkeypatch.setenv("GSPN_BACKEND", "reference")
+    propagate(x, lam, a, b, c)
+    monkeypatch.setenv("GSPN_BACKEND", "cpu")
+    propagate(x, lam, a, b, c)
+    propagate(x, lam, a, b, c, backend="reference")  # the argument wins over the variable
+    assert ran == ["reference", "cpu", "reference"]

@@ -3,10 +3,18 @@
 import pytest
 import torch
 
-from gspn.ops import available_backends, propagate
+from gspn.ops import cpu, propagate
 from tests.ops.test_reference import make_inputs
 
-CPU_BACKENDS = available_backends(torch.device("cpu"))
+# Names, not available_backends(): collecting the tests must build nothing; `require` builds inside a test.
+CPU_BACKENDS = ["reference", "cpu"]
+
+
+def require(backend: str) -> None:
+    """The cpu kernels must build here: a failed build fails the test that needs them (never a skip)."""
+    if backend == "cpu":
+        reason = cpu.unavailable_reason(torch.device("cpu"))
+        assert reason is None, f"the cpu kernels are unavailable: {reason}"
 
 
 def good(**changes):
@@ -66,6 +74,7 @@ def test_non_contiguous_inputs():
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_opcheck(backend):
+    require(backend)
     x, lam, a, b, c = make_inputs(2, 4, 2, 3, 5)
     torch.library.opcheck(torch.ops.gspn.propagate.default, (x, lam, a, b, c, "rl", 2, backend))
     dh = torch.randn_like(x)
@@ -93,6 +102,7 @@ def test_torch_compile_traces_without_graph_breaks():
 @pytest.mark.parametrize("direction", ["lr", "bt"])
 def test_long_stochastic_scan_stays_bounded(backend, direction):
     """Row-stochastic weights (DESIGN 1.2) keep |h| <= max|lam x| * steps over 4096 steps in float32."""
+    require(backend)
     H, W = (8, 4096) if direction == "lr" else (4096, 8)
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 1, 1, H, W, generator=gen).sigmoid()
@@ -124,3 +134,74 @@ def test_low_precision_inputs_accumulate_in_float32(dtype):
     got = propagate(*(t.to(dtype) for t in inputs))
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.02)
+
+
+def dyadic_stochastic_weights(H, W, direction, seed=0):
+    """Row-stochastic weights (DESIGN 1.2) whose values are multiples of 1/8, exact in bfloat16.
+
+    Each position draws one of a few triples summing to one; the cross axis' first position has no
+    `a` and its last no `c`. With lam * x = 1 the state then counts the steps walked, exactly in float32.
+    """
+    inner = torch.tensor([[0.25, 0.5, 0.25], [0.125, 0.75, 0.125], [0.5, 0.25, 0.25], [0.0, 0.875, 0.125]])
+    first = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.75, 0.25]])
+    last = torch.tensor([[0.5, 0.5, 0.0], [0.125, 0.875, 0.0]])
+    gen = torch.Generator().manual_seed(seed)
+    w = inner[torch.randint(len(inner), (H, W), generator=gen)]  # (H, W, 3)
+    cross = 0 if direction in ("lr", "rl") else 1
+    n = w.shape[cross]
+    lo = first[torch.randint(len(first), (W if cross == 0 else H,), generator=gen)]
+    hi = last[torch.randint(len(last), (W if cross == 0 else H,), generator=gen)]
+    w.select(cross, 0).copy_(lo)
+    w.select(cross, n - 1).copy_(hi)
+    return [w[..., i].view(1, 1, H, W) for i in range(3)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("direction", ["lr", "bt"])
+def test_bfloat16_counter_accumulates_in_float32(backend, direction):
+    """bfloat16 inputs, 4096 steps: with lam * x = 1 and stochastic rows h after n steps is n exactly when
+    the scan accumulates in float32; a bfloat16 accumulator stalls at 256 (256 + 1 rounds back to 256)."""
+    require(backend)
+    H, W = (4, 4096) if direction == "lr" else (4096, 4)
+    a, b, c = (w.to(torch.bfloat16) for w in dyadic_stochastic_weights(H, W, direction))
+    assert torch.equal((a + b + c).float(), torch.ones(1, 1, H, W))
+    x = torch.ones(1, 2, H, W, dtype=torch.bfloat16)
+    h = propagate(x, x, a, b, c, direction=direction, backend=backend)
+    steps = W if direction == "lr" else H
+    walked = torch.arange(steps, 0, -1.0) if direction == "bt" else torch.arange(1.0, steps + 1)
+    walked = walked.view(1, 1, 1, W) if direction == "lr" else walked.view(1, 1, H, 1)
+    assert h.dtype == torch.bfloat16
+    assert torch.equal(h, walked.expand_as(h).to(torch.bfloat16)), f"max state {h.float().max().item()}"
+
+
+EMPTY_SHAPES = [(0, 4, 3, 5), (2, 0, 3, 5), (2, 4, 0, 5), (2, 4, 3, 0), (0, 0, 0, 0)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_empty_inputs_give_empty_results(backend, shape):
+    """Any zero-size dim (an empty batch first of all) is an empty result and empty (or zero) gradients."""
+    require(backend)
+    B, C, H, W = shape
+    G = 2 if C else 1
+    gen = torch.Generator().manual_seed(0)
+    x, lam = (torch.randn(shape, generator=gen).requires_grad_() for _ in range(2))
+    a, b, c = (torch.rand(B, G, H, W, generator=gen).requires_grad_() for _ in range(3))
+    for direction in ("lr", "tb"):
+        h = propagate(x, lam, a, b, c, direction=direction, chunk=2, backend=backend)
+        assert h.shape == shape
+        grads = torch.autograd.grad(h.sum(), (x, lam, a, b, c), materialize_grads=True)
+        for g, t in zip(grads, (x, lam, a, b, c)):
+            assert g.shape == t.shape and not g.any()
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_cpu_kernel_itself_takes_empty_inputs(shape):
+    """The kernel entry points directly (behind propagate's own guard): no division by B * G = 0."""
+    require("cpu")
+    B, C, H, W = shape
+    x = torch.zeros(shape)
+    w = torch.zeros(B, 1, H, W)
+    assert torch.ops.gspn_cpu.forward(x, x, w, w, w, "rl", 0).shape == shape
+    grads = torch.ops.gspn_cpu.backward(x, x, x, w, w, w, x, "bt", 3)
+    assert [g.shape for g in grads] == [x.shape, x.shape, w.shape, w.shape, w.shape]
