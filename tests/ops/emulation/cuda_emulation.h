@@ -192,7 +192,7 @@ template <typename... Params> class Launch {
       try {
         for (unsigned long long q = 0; q < blocks; ++q) {
           blockIdx = dim3(q % grid_.x, q / grid_.x % grid_.y, q / (1ull * grid_.x * grid_.y));
-          if (t == 0) std::memset(shared.data(), 0xFF, shared.size());  // NaN in every float type
+          if (t == 0 && !shared.empty()) std::memset(shared.data(), 0xFF, shared.size());  // NaN in every float type
           barrier.arrive(-2);
           std::tuple<Params...> mine = params;  // each thread its own copy of the parameters
           std::apply(kernel_, mine);
