@@ -1,0 +1,174 @@
+"""Generation data modules: images in [-1, 1] with their class labels.
+
+- SyntheticShapesGenerationData: the embedded SyntheticShapes dataset (demo and tests).
+- ImageFolderGenerationData: root/train/<class>/... (and root/val/<class>/... when present), ADM's
+  preprocessing: resize the short side, centre crop, random horizontal flip in training.
+- LatentFileData: latents pre-extracted by `extract_latents` (latent diffusion without encoding per step).
+
+Validation has two loaders: "val" (the real images samples are compared with) and "reference", a
+disjoint real split of the same size for the real-versus-real FID. `gspn predict` reads
+`samples_per_class` requests (label, index) for each of `predict_classes` (names or indices; all
+classes when not given); the task draws each sample's noise from (seed, label, index).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ..classification.data import ImageFolder, class_folders
+from ..classification.shapes import CLASSES, SyntheticShapes
+from ..classification.transforms import Pipeline, eval_pipeline
+from ..data import TaskDataModule
+
+TO_SIGNED = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # [0, 1] -> [-1, 1]
+
+
+class SampleRequests(Dataset):
+    """(label, index) for `per_class` samples of each class in `labels`."""
+
+    def __init__(self, labels: Sequence[int], per_class: int):
+        self.keys = [(label, index) for label in labels for index in range(per_class)]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return self.keys[i]
+
+
+class GenerationDataModule(TaskDataModule):
+    """Shared by the generation data modules: `classes`, `num_classes`, `image_size` (pixels), the
+    reference loader and the predict requests. Subclasses fill "train", "val", "reference"."""
+
+    classes: list[str]
+
+    def __init__(self, batch_size: int, num_workers: int, samples_per_class: int,
+                 predict_classes: Sequence[int | str] | None):
+        super().__init__(batch_size, num_workers)
+        if samples_per_class < 1:
+            raise ValueError(f"{type(self).__name__}: samples_per_class must be at least 1, got {samples_per_class}")
+        self.samples_per_class = samples_per_class
+        self.predict_classes = predict_classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def predict_labels(self) -> list[int]:
+        """predict_classes as indices; an unknown name or index is an error naming the known ones."""
+        if self.predict_classes is None:
+            return list(range(self.num_classes))
+        labels = []
+        for entry in self.predict_classes:
+            if isinstance(entry, str) and entry in self.classes:
+                labels.append(self.classes.index(entry))
+            elif isinstance(entry, int) and 0 <= entry < self.num_classes:
+                labels.append(entry)
+            else:
+                raise ValueError(f"{type(self).__name__}: predict_classes: {entry!r} is not a class; expected an "
+                                 f"index 0-{self.num_classes - 1} or one of {', '.join(self.classes)}")
+        return labels
+
+    def setup_predict(self) -> None:
+        self.datasets["predict"] = SampleRequests(self.predict_labels(), self.samples_per_class)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.loader("val"), self.loader("reference")]
+
+
+class SyntheticShapesGenerationData(GenerationDataModule):
+    """SyntheticShapes in [-1, 1] (no augmentation: flips would change some classes). Train, val and
+    reference are disjoint draws (seeds seed, seed + 1, seed + 3; seed + 2 is the classifier's test split)."""
+
+    classes = list(CLASSES)
+
+    def __init__(self, num_train: int = 8192, num_val: int = 256, image_size: int = 32, batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0, noise: float = 0.08, samples_per_class: int = 8,
+                 predict_classes: Sequence[int | str] | None = None):
+        super().__init__(batch_size, num_workers, samples_per_class, predict_classes)
+        self.sizes = {"train": (num_train, seed), "val": (num_val, seed + 1), "reference": (num_val, seed + 3)}
+        self.image_size = image_size
+        self.noise = noise
+        self.predict_labels()
+
+    def setup(self, stage: str) -> None:
+        signed = Pipeline(K.Normalize(**{k: torch.tensor(v) for k, v in TO_SIGNED.items()}))
+        for split, (size, seed) in self.sizes.items():
+            self.datasets[split] = SyntheticShapes(size, self.image_size, seed, self.noise, transform=signed)
+        if stage == "predict":
+            self.setup_predict()
+
+
+class ImageFolderGenerationData(GenerationDataModule):
+    """Class folders root/train/<class>/...; validation reads root/val/<class>/... when it exists,
+    else the last num_val training images (then left out of training). The reference split is
+    num_val further training images, never trained on."""
+
+    def __init__(self, root: str, image_size: int = 256, batch_size: int = 32, num_workers: int = 8,
+                 num_val: int = 1000, hflip: float = 0.5, verify_images: str = "off", samples_per_class: int = 4,
+                 predict_classes: Sequence[int | str] | None = None):
+        super().__init__(batch_size, num_workers, samples_per_class, predict_classes)
+        self.root = Path(root)
+        self.image_size = image_size
+        self.num_val = num_val
+        self.hflip = hflip
+        self.verify_images = verify_images
+        self.classes = class_folders(self.root / "train")
+        self.predict_labels()
+
+    def setup(self, stage: str) -> None:
+        centre_crop = eval_pipeline(self.image_size, 1.0, **TO_SIGNED)
+        train_steps = [K.Resize(self.image_size, side="short", antialias=True), K.CenterCrop(self.image_size)]
+        if self.hflip > 0:
+            train_steps.append(K.RandomHorizontalFlip(p=self.hflip))
+        augmented = Pipeline(*train_steps, K.Normalize(**{k: torch.tensor(v) for k, v in TO_SIGNED.items()}))
+        train = ImageFolder(self.root / "train", self.classes, augmented, self.verify_images)
+        plain = ImageFolder(self.root / "train", self.classes, centre_crop, self.verify_images)
+        held_out = 2 * self.num_val if not (self.root / "val").is_dir() else self.num_val
+        if len(train) <= held_out:
+            raise ValueError(f"ImageFolderGenerationData: {self.root / 'train'} has {len(train)} images, not more "
+                             f"than the {held_out} held out for validation (lower num_val)")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+        kept, spare = order[:-held_out], order[-held_out:]
+        self.datasets["train"] = Subset(train, kept)
+        self.datasets["reference"] = Subset(plain, spare[:self.num_val])
+        if (self.root / "val").is_dir():
+            self.datasets["val"] = ImageFolder(self.root / "val", self.classes, centre_crop, self.verify_images)
+        else:
+            self.datasets["val"] = Subset(plain, spare[self.num_val:])
+        if stage == "predict":
+            self.setup_predict()
+
+
+class LatentFileData(GenerationDataModule):
+    """Latents saved by `extract_latents`: train on all but 2 * num_val of them; val and reference are
+    the rest (decoded by the task for the metrics)."""
+
+    def __init__(self, path: str, batch_size: int = 32, num_workers: int = 2, num_val: int = 1000,
+                 samples_per_class: int = 4, predict_classes: Sequence[int | str] | None = None):
+        super().__init__(batch_size, num_workers, samples_per_class, predict_classes)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"LatentFileData: {self.path} is not a file (write it with extract_latents)")
+        content = torch.load(self.path, map_location="cpu")
+        self.latents: Tensor = content["latents"]
+        self.labels: Tensor = content["labels"]
+        self.classes = list(content["classes"])
+        self.image_size = int(content["image_size"])
+        self.num_val = num_val
+        if len(self.latents) <= 2 * num_val:
+            raise ValueError(f"LatentFileData: {self.path} holds {len(self.latents)} latents, not more than "
+                             f"2 * num_val = {2 * num_val}")
+        self.predict_labels()
+
+    def setup(self, stage: str) -> None:
+        latents, labels, n = self.latents.float(), self.labels, self.num_val
+        self.datasets["train"] = TensorDataset(latents[:-2 * n], labels[:-2 * n])
+        self.datasets["val"] = TensorDataset(latents[-2 * n:-n], labels[-2 * n:-n])
+        self.datasets["reference"] = TensorDataset(latents[-n:], labels[-n:])
+        if stage == "predict":
+            self.setup_predict()

@@ -1,0 +1,84 @@
+"""Diffusion with diffusers' schedulers: the training noise schedule, the noise-prediction loss,
+classifier-free guidance, label dropout and the sampling loop. diffusers is imported on first use.
+
+Training uses DDPMScheduler (1000 steps, linear betas 1e-4..0.02: the ADM/DiT schedule). Sampling
+builds DDPM, DDIM or DPM-Solver++ from the training scheduler's config, so both share the betas.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPMSolverMultistepScheduler"}
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def training_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "linear",
+                       prediction_type: str = "epsilon"):
+    from diffusers import DDPMScheduler
+
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=1e-4, beta_end=0.02,
+                         beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False)
+
+
+def sampling_scheduler(training, sampler: str, **options):
+    """A fresh scheduler of kind `sampler` ("ddpm", "ddim", "dpm_solver") on the training betas;
+    `options` are its own arguments (e.g. clip_sample for DDPM and DDIM, eta is a step argument)."""
+    import diffusers
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+    return getattr(diffusers, SAMPLERS[sampler]).from_config(training.config, **options)
+
+
+def drop_labels(labels: Tensor, rate: float, null_label: int) -> Tensor:
+    """Replace each label by the null class with probability `rate` (classifier-free guidance training)."""
+    if rate <= 0:
+        return labels
+    drop = torch.rand(labels.shape, device=labels.device) < rate
+    return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def diffusion_loss(denoiser: nn.Module, scheduler, x0: Tensor, labels: Tensor | None,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """MSE between the denoiser's output and the noise (or v) of x0 noised at uniformly random timesteps."""
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    return F.mse_loss(denoiser(noisy, t, labels).float(), target.float())
+
+
+def guided_prediction(denoiser: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, scale: float,
+                      null_label: int | None) -> Tensor:
+    """uncond + scale * (cond - uncond), both halves in one batch; scale 1 (or no classes) is the
+    conditional prediction alone."""
+    if labels is None or null_label is None or scale == 1.0:
+        return denoiser(x, t, labels)
+    null = torch.full_like(labels, null_label)
+    cond, uncond = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+@torch.no_grad()
+def sample(denoiser: nn.Module, scheduler, noise: Tensor, labels: Tensor | None, *, steps: int,
+           guidance_scale: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
+           on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Run `scheduler` from `noise` for `steps` steps; returns x_0 in the model's space.
+
+    on_step(t, x) is called after every step (the denoising trajectory)."""
+    if steps < 1:
+        raise ValueError(f"sampling_steps must be at least 1, got {steps}")
+    scheduler.set_timesteps(steps, device=noise.device)
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        prediction = guided_prediction(denoiser, model_input, t.expand(x.shape[0]), labels, guidance_scale, null_label)
+        x = scheduler.step(prediction, t, x, generator=generator).prev_sample
+        if on_step is not None:
+            on_step(int(t), x)
+    return x

@@ -1,0 +1,258 @@
+"""GenerationTask: class-conditional diffusion with a GSPN denoiser, in pixel or latent space."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from gspn.models import create_model
+
+from ..base import BaseTask
+from ..images import list_images, read_image
+from .diffusion import PREDICTION_TYPES, SAMPLERS, diffusion_loss, drop_labels, sample, sampling_scheduler, \
+    training_scheduler
+
+
+def image_grid(images: Tensor, columns: int) -> Tensor:
+    """(N, C, H, W) -> one (C, rows * H, columns * W) image, row by row, unused cells black."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    padded = torch.cat([images, images.new_zeros(rows * columns - n, c, h, w)])
+    return padded.view(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
+
+
+def save_png(image: Tensor, path: Path) -> None:
+    """A (C, H, W) image in [0, 1] as an 8-bit PNG."""
+    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
+
+
+class GenerationTask(BaseTask):
+    """Args:
+        denoiser: a denoiser preset of gspn.models (gspn_denoiser_b2, ..., gspn_denoiser_nano2).
+        denoiser_args: overrides of the preset (hidden, depth, conditioning, mlp_ratio, chunks, ...).
+        num_classes, image_size: linked from the data module (image_size: the training size in pixels).
+        autoencoder: a local folder with a diffusers AutoencoderKL for latent diffusion (None: pixels).
+        prediction_type: "epsilon" or "v_prediction"; num_train_timesteps, beta_schedule: the training
+            schedule (1000, "linear": ADM/DiT).
+        label_dropout: the rate at which training labels become the null class (classifier-free guidance).
+        sampler: "ddpm", "ddim" or "dpm_solver" (DPM-Solver++); sampling_steps; sampler_args: the
+            scheduler's own options (e.g. {clip_sample: true} for DDPM/DDIM in pixel space).
+        guidance_scale: for the validation grid and `gspn predict` (1: no guidance).
+        sample_size: the size in pixels of sampled images (default image_size; any multiple of the
+            patch size times the autoencoder's factor).
+        seed: of the grid's noise and of every predicted sample's noise.
+        grid_samples: samples per class in the validation grid (written to <log dir>/samples as PNG).
+        eval_samples: samples generated at each validation for FID, KID and class accuracy (0: none);
+            best equal to the data module's num_val, the size of the real splits.
+        eval_guidance_scale: guidance of those samples (default guidance_scale).
+        fid_features: "classifier" (the pooled features of fid_classifier) or "inception" (needs torch-fidelity).
+        fid_classifier: a checkpoint of the classification task trained on the same data; its input
+            normalisation is classifier_mean, classifier_std (of [0, 1] images).
+        kid_subset_size: KID's subset size (capped by the number of samples).
+        **kwargs: optimisation and EMA settings of BaseTask (lr, weight_decay, warmup_steps, ema_decay, ...).
+    """
+
+    monitor = "val_loss"
+    monitor_mode = "min"
+    data_links = ("num_classes", "image_size")
+
+    def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
+                 num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
+                 prediction_type: str = "epsilon", num_train_timesteps: int = 1000, beta_schedule: str = "linear",
+                 label_dropout: float = 0.1, sampler: str = "ddim", sampling_steps: int = 50,
+                 sampler_args: dict | None = None, guidance_scale: float = 1.5, sample_size: int | None = None,
+                 seed: int = 0, grid_samples: int = 4, eval_samples: int = 0, eval_guidance_scale: float | None = None,
+                 fid_features: str = "classifier", fid_classifier: str | None = None,
+                 classifier_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+                 classifier_std: tuple[float, float, float] = (0.25, 0.25, 0.25), kid_subset_size: int = 100,
+                 **kwargs):
+        super().__init__(**kwargs)
+
+    def check_arguments(self) -> None:
+        super().check_arguments()
+        hp, name = self.hparams, type(self).__name__
+        for key in ("guidance_scale", "eval_guidance_scale"):
+            if hp[key] is not None and hp[key] < 0:
+                raise ValueError(f"{name}: {key} must be at least 0 (1: no guidance), got {hp[key]}")
+        if not 0 <= hp.label_dropout < 1:
+            raise ValueError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
+        if hp.sampler not in SAMPLERS:
+            raise ValueError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
+        if hp.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
+        if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
+            raise ValueError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
+                             f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
+
+    def configure_models(self) -> None:
+        from .autoencoder import LatentCodec
+
+        hp = self.hparams
+        # Frozen helpers live outside the module tree: checkpoints hold only the denoiser, and
+        # neither the optimiser nor the EMA sees them.
+        self.helpers: dict[str, torch.nn.Module] = {}
+        if hp.autoencoder:
+            self.helpers["codec"] = LatentCodec(hp.autoencoder)
+        in_chans = self.codec.latent_channels if self.codec else 3
+        self.model = create_model(hp.denoiser, **{"num_classes": hp.num_classes, "in_chans": in_chans,
+                                                  **(hp.denoiser_args or {})})
+        if self.model.in_chans != in_chans:
+            raise ValueError(f"{type(self).__name__}: the denoiser takes {self.model.in_chans} channels but the "
+                             f"{'autoencoder' if self.codec else 'images'} give {in_chans}")
+        self.scheduler = training_scheduler(hp.num_train_timesteps, hp.beta_schedule, hp.prediction_type)
+        self.check_size("image_size", hp.image_size)
+        self.check_size("sample_size", hp.sample_size)
+
+    def configure_metrics(self) -> None:
+        hp = self.hparams
+        if hp.eval_samples or hp.fid_classifier:
+            from .quality import SampleQuality, load_classifier
+
+            classifier = load_classifier(hp.fid_classifier, hp.classifier_mean, hp.classifier_std) \
+                if hp.fid_classifier else None
+            self.helpers["quality"] = SampleQuality(hp.fid_features, classifier, hp.kid_subset_size)
+
+    @property
+    def codec(self):
+        return self.helpers.get("codec")
+
+    @property
+    def quality(self):
+        return self.helpers.get("quality")
+
+    @property
+    def null_label(self) -> int | None:
+        return self.hparams.num_classes or None
+
+    def check_size(self, key: str, size: int | None) -> None:
+        step = self.model.patch_size * (self.codec.factor if self.codec else 1)
+        if size is not None and (size < step or size % step):
+            raise ValueError(f"{type(self).__name__}: {key} {size} is not a multiple of {step} (the patch size "
+                             f"{self.model.patch_size}{f' times the autoencoder factor {self.codec.factor}' if self.codec else ''})")
+
+    # Model space: pixels in [-1, 1], or scaled latents.
+    def helpers_to_device(self) -> None:
+        for helper in self.helpers.values():
+            helper.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self.helpers_to_device()
+
+    def on_validation_start(self) -> None:
+        self.helpers_to_device()
+
+    def on_predict_start(self) -> None:
+        self.helpers_to_device()
+
+    def to_model_space(self, images: Tensor) -> Tensor:
+        """Images are encoded when an autoencoder is set; inputs already of the denoiser's channel
+        count (pre-extracted latents) pass through."""
+        if self.codec is None or images.shape[1] == self.model.in_chans:
+            return images
+        return self.codec.encode(images)
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        return (self.codec.decode(x) if self.codec else x).clamp(-1, 1)
+
+    # Training and validation.
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        labels = drop_labels(labels, self.hparams.label_dropout, self.null_label) if self.null_label else None
+        loss = diffusion_loss(self.model, self.scheduler, self.to_model_space(images), labels)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        x0 = self.to_model_space(images)
+        if dataloader_idx == 0:
+            # Fixed noise and timesteps per batch, so validation losses of different runs compare.
+            generator = torch.Generator(self.device).manual_seed(self.hparams.seed + batch_idx)
+            loss = diffusion_loss(self.model, self.scheduler, x0, labels if self.null_label else None, generator)
+            self.log("val_loss", loss, sync_dist=True, add_dataloader_idx=False)
+        if self.quality is not None and self.hparams.eval_samples and not self.trainer.sanity_checking:
+            pixels = self.to_pixels(x0) if x0 is not images else images
+            self.quality.update_real((pixels + 1) / 2, labels, reference=dataloader_idx == 1)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        if self.hparams.grid_samples and self.null_label:
+            self.write_grid()
+        if self.quality is not None and self.hparams.eval_samples:
+            hp = self.hparams
+            scale = hp.guidance_scale if hp.eval_guidance_scale is None else hp.eval_guidance_scale
+            batch = self.trainer.datamodule.batch_size if self.trainer.datamodule else 64
+            for start in range(0, hp.eval_samples, batch):
+                labels = torch.arange(start, min(start + batch, hp.eval_samples), device=self.device) % hp.num_classes
+                noise = self.sample_noise(labels, torch.arange(start, start + len(labels)) + 1_000_000)
+                self.quality.update_fake((self.generate(labels, noise, guidance_scale=scale) + 1) / 2, labels)
+            results = self.quality.compute()
+            self.quality.reset()
+            self.log_dict({f"val_{key}": value for key, value in results.items()}, sync_dist=True)
+
+    def write_grid(self) -> None:
+        """One row per class (up to 10), grid_samples columns, fixed noise: comparable across runs."""
+        classes = min(self.hparams.num_classes, 10)
+        labels = torch.arange(classes, device=self.device).repeat_interleave(self.hparams.grid_samples)
+        indices = torch.arange(self.hparams.grid_samples).repeat(classes)
+        grid = image_grid((self.generate(labels, self.sample_noise(labels, indices)) + 1) / 2, self.hparams.grid_samples)
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_png(grid, folder / f"step_{self.global_step:07d}.png")
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_image"):
+            experiment.add_image("samples", grid.clamp(0, 1), self.global_step)
+
+    # Sampling.
+    def sample_noise(self, labels: Tensor, indices: Tensor, size: int | None = None) -> Tensor:
+        """Each sample's starting noise from (seed, label, index): the same whatever the batching."""
+        size = size or self.hparams.sample_size or self.hparams.image_size
+        factor = self.codec.factor if self.codec else 1
+        shape = (self.model.in_chans, size // factor, size // factor)
+        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(
+                 int(np.random.SeedSequence([self.hparams.seed, int(label), int(index)]).generate_state(1)[0])))
+                 for label, index in zip(labels.tolist(), indices.tolist())]
+        return torch.stack(noise).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, labels: Tensor, noise: Tensor, *, sampler: str | None = None, steps: int | None = None,
+                 guidance_scale: float | None = None, on_step=None) -> Tensor:
+        """Images in [-1, 1] (decoded when latent) for `labels` from `noise` of the model space's shape."""
+        hp = self.hparams
+        scale = hp.guidance_scale if guidance_scale is None else guidance_scale
+        if scale < 0:
+            raise ValueError(f"guidance_scale must be at least 0, got {scale}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > hp.num_classes):
+            raise ValueError(f"labels must be class indices 0-{hp.num_classes - 1} (or {hp.num_classes}, the null "
+                             f"class), got {labels.tolist()}")
+        self.check_size("sample size", noise.shape[-1] * (self.codec.factor if self.codec else 1))
+        scheduler = sampling_scheduler(self.scheduler, sampler or hp.sampler, **(hp.sampler_args or {}))
+        generator = torch.Generator(self.device).manual_seed(hp.seed)
+        x = sample(self.model, scheduler, noise, labels.to(self.device) if self.null_label else None,
+                   steps=steps or hp.sampling_steps, guidance_scale=scale, null_label=self.null_label,
+                   generator=generator, on_step=on_step)
+        return self.to_pixels(x)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        labels, indices = batch
+        images = self.generate(labels, self.sample_noise(labels, indices))
+        return {"images": ((images + 1) / 2).cpu(), "labels": labels.cpu(), "indices": indices.cpu()}
+
+    def write_prediction(self, prediction: dict[str, Tensor], output_dir: Path) -> None:
+        """<output_dir>/<class>/<index>.png per sample, and <output_dir>/<class>.png, a grid of all of
+        that class's samples so far."""
+        names = getattr(self.trainer.datamodule, "classes", None)
+        touched = set()
+        for image, label, index in zip(prediction["images"], prediction["labels"].tolist(),
+                                       prediction["indices"].tolist()):
+            folder = output_dir / (names[label] if names else f"class_{label}")
+            folder.mkdir(parents=True, exist_ok=True)
+            save_png(image, folder / f"{index:05d}.png")
+            touched.add(folder)
+        for folder in touched:
+            images = torch.stack([read_image(path) for path in list_images(folder)])
+            save_png(image_grid(images, min(len(images), 8)), output_dir / f"{folder.name}.png")

@@ -1,0 +1,116 @@
+"""Sample quality: FID and KID (torchmetrics) on the pooled features of a GSPN classifier checkpoint,
+or on Inception features where torch-fidelity is importable; the class accuracy of conditional
+samples under that classifier; and the real-versus-real FID of two disjoint real splits.
+
+Every image given here is in [0, 1].
+"""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+FEATURES = ("classifier", "inception")
+
+
+class ClassifierFeatures(nn.Module):
+    """A frozen GSPN classifier: `forward` gives the pooled features (torchmetrics' feature extractor
+    API), `logits` the class scores; both normalise [0, 1] images as the classifier was trained."""
+
+    def __init__(self, classifier: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.num_features = classifier.num_features
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def pooled(self, images: Tensor) -> Tensor:
+        return self.classifier.forward_features((images.float() - self.mean) / self.std)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier.forward_head(self.pooled(images), pre_logits=True)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.classifier.forward_head(self.pooled(images))
+
+
+def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> ClassifierFeatures:
+    """The backbone of a ClassificationTask checkpoint (its averaged weights when trained with an EMA)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
+    from ..classification import ClassificationTask
+
+    task = ClassificationTask.load_from_checkpoint(path, map_location="cpu")
+    return ClassifierFeatures(task.model, mean, std)
+
+
+class SampleQuality(nn.Module):
+    """FID, KID and the real-versus-real FID; class accuracy when a classifier is given.
+
+    update_real(images, reference=False) feeds the real split the samples are compared with;
+    reference=True feeds the disjoint real split of the baseline. update_fake(images, labels) feeds samples.
+    """
+
+    def __init__(self, features: str = "classifier", classifier: ClassifierFeatures | None = None,
+                 kid_subset_size: int = 100):
+        super().__init__()
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        if features not in FEATURES:
+            raise ValueError(f"fid_features must be one of {FEATURES}, got {features!r}")
+        if features == "inception":
+            if importlib.util.find_spec("torch_fidelity") is None:
+                raise ImportError("fid_features: inception needs torch-fidelity; use fid_features: classifier "
+                                  "with fid_classifier: <classification checkpoint>")
+            extractor = 2048
+        else:
+            if classifier is None:
+                raise ValueError("fid_features: classifier needs fid_classifier: <classification checkpoint>")
+            extractor = classifier
+        self.classifier = classifier
+        self.kid_subset_size = kid_subset_size
+        self.fid = FrechetInceptionDistance(feature=extractor, normalize=True)
+        self.baseline = FrechetInceptionDistance(feature=extractor, normalize=True)
+        self.kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=kid_subset_size)
+        self.correct = self.total = self.real_correct = self.real_total = 0
+
+    def reset(self) -> None:
+        for metric in (self.fid, self.baseline, self.kid):
+            metric.reset()
+        self.correct = self.total = self.real_correct = self.real_total = 0
+
+    @torch.no_grad()
+    def update_real(self, images: Tensor, labels: Tensor, reference: bool = False) -> None:
+        if reference:
+            self.baseline.update(images, real=False)
+            return
+        self.fid.update(images, real=True)
+        self.baseline.update(images, real=True)
+        self.kid.update(images, real=True)
+        if self.classifier is not None:
+            self.real_correct += int((self.classifier.logits(images).argmax(1) == labels).sum())
+            self.real_total += len(labels)
+
+    @torch.no_grad()
+    def update_fake(self, images: Tensor, labels: Tensor) -> None:
+        self.fid.update(images, real=False)
+        self.kid.update(images, real=False)
+        if self.classifier is not None:
+            self.correct += int((self.classifier.logits(images).argmax(1) == labels).sum())
+            self.total += len(labels)
+
+    def compute(self) -> dict[str, float]:
+        results = {"fid": float(self.fid.compute())}
+        if self.baseline.fake_features_num_samples > 1:
+            results["fid_real_vs_real"] = float(self.baseline.compute())
+        subset = min(self.kid_subset_size, int(self.fid.real_features_num_samples),
+                     int(self.fid.fake_features_num_samples))
+        self.kid.subset_size = subset
+        results["kid"] = float(self.kid.compute()[0])
+        if self.total:
+            results["class_acc"] = self.correct / self.total
+        if self.real_total:
+            results["real_class_acc"] = self.real_correct / self.real_total
+        return results
