@@ -1,6 +1,7 @@
 """GSPN models: the hierarchical backbone, its presets and the registry, checkpoints, summaries."""
 
 from . import presets as _presets  # noqa: F401  (registers the presets)
+from . import denoiser as _denoiser  # noqa: F401  (registers the denoiser presets)
 from .backbone import GSPNBackbone
 from .checkpoint import LoadReport, load_checkpoint
 from .registry import create_model, list_models, register_model
