@@ -1,0 +1,160 @@
+"""SegmentationTask: UPerNet (mmsegmentation's UPerHead and auxiliary FCNHead) on a GSPN backbone."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from ..base import BaseTask
+from .backbone import GSPNSegBackbone
+from .outputs import save_label_png, save_overlay_png
+from .segmentor import IGNORE_INDEX, build_segmentor, check_batch_norm_batch, data_samples, segment, upernet_config
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SegmentationTask(BaseTask):
+    """Args:
+        backbone: a preset of gspn.models (gspn_t, gspn2_t, gspn_nano, ...) or a dotted class path of a
+            network with the backbone API (forward_intermediates, feature_info).
+        backbone_args: the backbone's arguments (drop_path_rate, dims, depths, chunks, ...).
+        num_classes, class_names, palette: the `gspn` command takes them from the data module
+            (palette: an [r, g, b] per class, for the PNGs of `gspn predict`).
+        pretrained: a classification checkpoint for the backbone (a run's state_dict holds its EMA
+            weights when it kept one); missing and unexpected keys are reported.
+        decode_channels, pool_scales, dropout: UPerHead's width, pyramid pooling scales and dropout.
+        aux_channels, aux_weight: the auxiliary FCNHead on stage 3 and its loss weight (0 removes it).
+        inference: "whole" (the image at its own size, no padding) or "slide" (windows of crop_size
+            every stride pixels, overlapping logits averaged).
+        test_scale: [long edge, short edge] the evaluation images are resized to keeping their
+            aspect (predictions are mapped back to the original size); None keeps the size.
+        tta_ratios, tta_flip: test-time augmentation, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and true:
+            softmax averaged over the rescaled and mirrored views.
+        mean, std: input normalisation of images in [0, 1] (ImageNet's, as the backbones were trained).
+        overlay_alpha: opacity of the coloured mask in the overlay PNGs of `gspn predict`.
+        **kwargs: BaseTask's optimisation settings (lr, weight_decay, schedule="poly", warmup_steps, ...).
+    """
+
+    monitor = "val_mIoU"
+    monitor_mode = "max"
+    data_links = ("num_classes", "class_names", "palette")
+
+    def __init__(self, backbone: str = "gspn_nano", backbone_args: dict | None = None, num_classes: int | None = None,
+                 class_names: list[str] | None = None, palette: list[list[int]] | None = None,
+                 pretrained: str | None = None, decode_channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6),
+                 dropout: float = 0.1, aux_channels: int = 256, aux_weight: float = 0.4, inference: str = "whole",
+                 crop_size: tuple[int, int] = (512, 512), stride: tuple[int, int] = (341, 341),
+                 test_scale: tuple[int, int] | None = None, tta_ratios: list[float] | None = None,
+                 tta_flip: bool = False, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 overlay_alpha: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+
+    def check_arguments(self) -> None:
+        super().check_arguments()
+        hp, name = self.hparams, type(self).__name__
+        if hp.inference not in ("whole", "slide"):
+            raise ValueError(f"{name}: inference must be 'whole' or 'slide', got {hp.inference!r}")
+        if len(hp.class_names) != hp.num_classes:
+            raise ValueError(f"{name}: {len(hp.class_names)} class_names for num_classes {hp.num_classes}")
+        if len(hp.palette) != hp.num_classes:
+            raise ValueError(f"{name}: palette has {len(hp.palette)} colours for num_classes {hp.num_classes}")
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        backbone = dict(type=GSPNSegBackbone.registry_name, arch=hp.backbone, **(hp.backbone_args or {}))
+        with torch.device("meta"):  # only to read the stage widths
+            channels = GSPNSegBackbone(**{k: v for k, v in backbone.items() if k != "type"}).channels
+        config = upernet_config(hp.num_classes, {**backbone, "pretrained": hp.pretrained}, channels,
+                                decode_channels=hp.decode_channels, pool_scales=hp.pool_scales, dropout=hp.dropout,
+                                aux_channels=hp.aux_channels, aux_weight=hp.aux_weight)
+        self.model = build_segmentor(config)
+        self.set_inference(hp.inference, hp.crop_size, hp.stride)
+        if self.model.backbone.load_report is not None:
+            rank_zero_info(f"pretrained backbone {hp.pretrained}: {self.model.backbone.load_report}")
+
+    def set_inference(self, mode: str, crop_size: Sequence[int] | None = None, stride: Sequence[int] | None = None) -> None:
+        """Switch between whole-image and sliding-window inference."""
+        from mmengine.config import ConfigDict
+
+        self.model.test_cfg = ConfigDict(mode=mode) if mode == "whole" else \
+            ConfigDict(mode=mode, crop_size=tuple(crop_size), stride=tuple(stride))
+
+    def configure_metrics(self) -> None:
+        n = self.hparams.num_classes
+        # Macro IoU leaves out classes absent from both prediction and target, as mmseg's mIoU does.
+        metrics = MetricCollection({"mIoU": MulticlassJaccardIndex(n, average="macro", ignore_index=IGNORE_INDEX),
+                                    "aAcc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX)})
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+        self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=IGNORE_INDEX)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        mean = images.new_tensor(self.hparams.mean).view(1, -1, 1, 1)
+        std = images.new_tensor(self.hparams.std).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+    def forward(self, images: Tensor, out_size: Sequence[int] | None = None) -> Tensor:
+        """Class probabilities (B, num_classes, *out_size) of images in [0, 1] (out_size: their own size)."""
+        hp = self.hparams
+        return segment(self.model, self.normalize(images), out_size or images.shape[-2:], hp.test_scale,
+                       hp.tta_ratios or (1.0,), hp.tta_flip)
+
+    def on_fit_start(self) -> None:
+        synced = any(isinstance(module, torch.nn.SyncBatchNorm) for module in self.modules())
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if batch_size is not None and not synced:
+            check_batch_norm_batch(batch_size, type(self).__name__)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        losses = self.model.loss(self.normalize(images), data_samples(labels))
+        terms = {key.replace(".loss_ce", "_loss"): value for key, value in losses.items() if "loss" in key}
+        loss = sum(terms.values())
+        self.log("train_loss", loss, prog_bar=True)
+        self.log_dict({f"train_{key}": value for key, value in terms.items()})
+        return loss
+
+    def evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection) -> Tensor:
+        images, labels = batch
+        probabilities = self(images, labels.shape[-2:])
+        loss = F.nll_loss(probabilities.clamp_min(1e-8).log(), labels, ignore_index=IGNORE_INDEX)
+        self.log(f"{stage}_loss", loss, sync_dist=True)
+        predictions = probabilities.argmax(dim=1)
+        metrics.update(predictions, labels)
+        self.log_dict(metrics, prog_bar=True)
+        return predictions
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        predictions = self.evaluate(batch, "test", self.test_metrics)
+        self.test_class_iou.update(predictions, batch[1])
+
+    def on_test_epoch_end(self) -> None:
+        ious = self.test_class_iou.compute()
+        self.test_class_iou.reset()
+        for name, iou in zip(self.hparams.class_names, ious.tolist()):
+            self.log(f"test_IoU/{name}", iou, sync_dist=False)
+        width = max(len(name) for name in self.hparams.class_names)
+        rows = "\n".join(f"{name:<{width}}  {100 * iou:6.2f}" for name, iou in zip(self.hparams.class_names, ious.tolist()))
+        rank_zero_info(f"per-class IoU (%):\n{'class':<{width}}     IoU\n{rows}")
+
+    def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict:
+        images, names = batch
+        labels = self(images).argmax(dim=1)
+        return dict(images=images.cpu(), labels=labels.cpu(), names=list(names))
+
+    def write_prediction(self, prediction: dict, output_dir: Path) -> None:
+        """<name>.png: the labels with the data set's palette; <name>_overlay.png: the image blended with them."""
+        palette = self.hparams.palette
+        for image, labels, name in zip(prediction["images"], prediction["labels"], prediction["names"]):
+            stem = Path(name).stem
+            save_label_png(labels, palette, output_dir / f"{stem}.png")
+            save_overlay_png(image, labels, palette, self.hparams.overlay_alpha, output_dir / f"{stem}_overlay.png")
