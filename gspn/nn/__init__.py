@@ -2,10 +2,10 @@
 
 from .block import GSPNBlock
 from .drop_path import DropPath
-from .mixer import DIRECTIONS, GSPNMixer, scan_directions
+from .mixer import DIRECTIONS, GSPNMixer, scan_directions, use_fused_mixers
 from .mlp import Mlp
 from .normalize import stochastic_normalize
 from .norms import GRN, LayerNorm2d
 
 __all__ = ["GSPNBlock", "GSPNMixer", "DropPath", "Mlp", "GRN", "LayerNorm2d",
-           "stochastic_normalize", "scan_directions", "DIRECTIONS"]
+           "stochastic_normalize", "scan_directions", "use_fused_mixers", "DIRECTIONS"]

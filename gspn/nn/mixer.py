@@ -4,12 +4,18 @@ in_proj -> depthwise conv -> per-direction weights, lam, u -> normalise -> propa
 directions -> learned merge -> LayerNorm -> GRN -> out_proj. Two ways to make the weights:
 `ChannelPropagation` (GSPN-1, per-channel) and `CompactPropagation` (GSPN-2, shared affinity).
 Every tensor stays in the input's frame: no flipped or transposed copies.
+
+Two equal paths (docs/mixer.md): the fused one (default) hands the projections' outputs to the op
+`gspn.ops.mixer_propagate`, which normalises, scans, gates, skips and merges the four directions in
+one go (GSPN-1 even applies the low-rank `up` projection inside, so its 24C-channel output is never
+stored); the per-direction one (`fused = False`) is the composition of `propagate` calls below,
+kept as the definition the fused path is tested against.
 """
 
 import torch
 from torch import Tensor, nn
 
-from ..ops import propagate
+from ..ops import mixer_propagate, propagate
 from .norms import GRN, LayerNorm2d
 from .normalize import stochastic_normalize
 
@@ -36,6 +42,8 @@ def scan_directions(x: Tensor, lam: Tensor, a: Tensor, b: Tensor, c: Tensor, u: 
 class ChannelPropagation(nn.Module):
     """GSPN-1: per-channel weight logits, lam, u and a skip d for every direction, from a low-rank proxy."""
 
+    save_states = False  # the fused op keeps the hidden states for its backward instead of recomputing them
+
     def __init__(self, channels: int, d_state: int, chunk: int | None):
         super().__init__()
         self.chunk = chunk
@@ -43,9 +51,16 @@ class ChannelPropagation(nn.Module):
         self.up = nn.Conv2d(d_state, len(DIRECTIONS) * 6 * channels, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The per-direction path: (B, 4, C, H, W), one map per direction before the merge."""
         B, C, H, W = x.shape
         a, b, c, lam, u, d = self.up(self.down(x)).view(B, len(DIRECTIONS), 6, C, H, W).unbind(2)
         return scan_directions(x, lam, a, b, c, u, self.chunk) + d * x.unsqueeze(1)
+
+    def mixed(self, x: Tensor, merge: Tensor) -> Tensor:
+        """The fused path, merged: (B, C, H, W). `up` runs inside the op from the proxy, per pixel."""
+        proj = self.up.weight.view(self.up.out_channels, self.up.in_channels)
+        return mixer_propagate(x, self.down(x), merge, groups=x.shape[1], proj=proj, chunk=self.chunk, skip=True,
+                               save_states=self.save_states)
 
 
 class CompactPropagation(nn.Module):
@@ -54,6 +69,8 @@ class CompactPropagation(nn.Module):
     lam and u are per proxy channel; the result goes back to the full width with a 1x1 conv, next to
     a learned per-channel skip d * x that carries what the proxy cannot.
     """
+
+    save_states = False
 
     def __init__(self, channels: int, proxy_channels: int, chunk: int | None):
         super().__init__()
@@ -65,6 +82,7 @@ class CompactPropagation(nn.Module):
         self.skip = nn.Parameter(torch.ones(len(DIRECTIONS), channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        """The per-direction path: (B, 4, C, H, W), one map per direction before the merge."""
         B, C, H, W = x.shape
         P, K = self.proxy_channels, len(DIRECTIONS)
         a, b, c, lam, u = self.params(x).view(B, K, 3 + 2 * P, H, W).split([1, 1, 1, P, P], dim=2)
@@ -72,9 +90,22 @@ class CompactPropagation(nn.Module):
         y = self.up(y.flatten(0, 1)).view(B, K, C, H, W)
         return y + self.skip.view(1, K, C, 1, 1) * x.unsqueeze(1)
 
+    def mixed(self, x: Tensor, merge: Tensor) -> Tensor:
+        """The fused path, merged: (B, C, H, W). `up` and the skip are linear, so the merge goes first:
+        up(sum_k m_k u_k h_k) + (sum_k m_k skip_k) x, one 1x1 conv instead of four."""
+        y = mixer_propagate(self.down(x), self.params(x), merge, groups=1, chunk=self.chunk, skip=False,
+                            save_states=self.save_states)
+        return self.up(y) + (merge.to(self.skip.dtype) @ self.skip).view(1, -1, 1, 1) * x
+
 
 class GSPNMixer(nn.Module):
-    """Token mixer of a GSPN block; `chunk` None is global at any resolution, an int k is local."""
+    """Token mixer of a GSPN block; `chunk` None is global at any resolution, an int k is local.
+
+    `fused` (class default True; set it on an instance, or use `use_fused_mixers(model, False)`) picks
+    the fused op over the per-direction path; both give the same numbers to float rounding.
+    """
+
+    fused = True
 
     def __init__(self, dim: int, *, chunk: int | None = None, ratio: float = 1.5, d_state: int = 8,
                  compact: bool = False, proxy_channels: int = 2, kernel_size: int = 7):
@@ -97,6 +128,20 @@ class GSPNMixer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.dwconv(self.in_proj(x))
-        y = self.propagation(x)
-        y = torch.einsum("k,bkchw->bchw", self.merge.to(y.dtype), y)
+        if self.fused:
+            y = self.propagation.mixed(x, self.merge)
+        else:
+            y = self.propagation(x)
+            y = torch.einsum("k,bkchw->bchw", self.merge.to(y.dtype), y)
         return self.out_proj(self.grn(self.norm(y)))
+
+
+def use_fused_mixers(model: nn.Module, fused: bool = True, *, save_states: bool | None = None) -> nn.Module:
+    """Switch every GSPNMixer in `model` to the fused op (or back to the per-direction path); with
+    `save_states`, also whether the fused op saves its hidden states rather than recomputing them."""
+    for module in model.modules():
+        if isinstance(module, GSPNMixer):
+            module.fused = fused
+        if save_states is not None and isinstance(module, (ChannelPropagation, CompactPropagation)):
+            module.save_states = save_states
+    return model
