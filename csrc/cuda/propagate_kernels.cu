@@ -7,14 +7,18 @@
 //
 // Work split: one block per (batch, weight group, tile of kt channels of that group). The whole
 // cross axis of a line belongs to the block (neighbours i-1, i+1 couple it at every step), and each
-// weight loaded is used for all kt channels (kt = min(K, 32), less if shared memory is short, so
-// weights are read once per group whenever K <= kt). Thread t of the block (at most 512 threads)
-// owns cross positions t, t + blockDim.x, ... The cross axis is limited by one block's shared
-// memory: about 6400 (float32/16) or 3200 (float64) positions on an H100; longer ones fail cleanly.
+// weight loaded is used for all kt channels (kt <= 32, fewer when the grid would otherwise leave SMs
+// idle or shared memory is short). The block is 2D: threadIdx.x walks cross positions x, x +
+// blockDim.x, ...; threadIdx.y walks channels y, y + blockDim.y, ... of the tile, so many channels
+// sharing one weight plane are scanned in parallel (at most 512 threads). The cross axis is limited
+// by one block's shared memory, the same for forward and backward (the forward refuses what the
+// backward could not take): about 6400 (float32/16) or 3200 (float64) positions on an H100.
 //
-// Tiles: the block walks the scan in tiles of T steps. For a tile it loads every input of those T
-// lines into shared memory in one burst (many loads in flight), scans the tile in shared memory
-// (one __syncthreads per step), then writes the tile out. Loads and stores are coalesced for every
+// Tiles: the block walks the scan in tiles of T <= 32 steps. For a tile it loads every input of
+// those T lines into shared memory with unrolled register staging (each thread issues kStage
+// elements' loads of every array before it waits for any), scans the tile in shared memory (one
+// __syncthreads per step), then writes the tile out; the backward loads lam and x before it stores
+// dx and dlam. Loads and stores are coalesced for every
 // direction: the flat index of a tile element runs fastest along whichever axis is contiguous in
 // memory (the cross axis for tb/bt, the scan axis for lr/rl). For lr/rl the shared-memory rows are
 // padded to an odd pitch, so both the loads (scan axis fastest) and the scan (cross axis fastest)
@@ -34,6 +38,9 @@ namespace detail {
 
 constexpr int kMaxThreads = 512;  // with 2 blocks per SM: 64 registers a thread, no spills
 constexpr int kMaxChannelTile = 32;
+constexpr int kMinSpreadTile = 4;   // channel tiles are split down to this to fill the SMs
+// Values each thread loads before it waits (register staging), as many as fit in 64 registers.
+constexpr int kForwardStage = 16, kBackwardStage = 6, kBackwardStageDouble = 6;
 constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and later
 
 template <typename T> struct Accumulator { using type = float; };
@@ -109,15 +116,41 @@ template <typename A> struct Line {
   __device__ A& at(int k, int i) const { return p[k * k_stride + i * i_stride]; }
 };
 
-__host__ __device__ __forceinline__ bool restarts(int s, int64_t chunk) {
-  return s == 0 || (chunk > 0 && s % chunk == 0);
+// Bit q of the result: step t0 + q restarts the scan (step 0, or a multiple of chunk; chunk 0 is
+// global). Covers steps t0 .. t0 + 32; one 32-bit modulo per tile, none per element.
+__device__ __forceinline__ uint64_t restart_mask(int t0, int chunk) {
+  uint64_t mask = t0 == 0 ? 1u : 0u;
+  if (chunk > 0) {
+    const int phase = t0 % chunk;
+    for (int q = phase == 0 ? 0 : chunk - phase; q <= 32; q += chunk) mask |= uint64_t(1) << q;
+  }
+  return mask;
+}
+__device__ __forceinline__ bool restarts_at(uint64_t mask, int q) { return (mask >> q) & 1u; }
+
+// Unrolled register staging: load(e, r) reads tile element e of M arrays into r, store(e, r) puts them
+// in shared memory. Each thread issues the loads of kStage elements (Values float values, half as
+// many doubles) before the first store.
+template <int M, int Values, typename A, typename Load, typename Store>
+__device__ __forceinline__ void staged(int count, int tid, int nt, Load load, Store store) {
+  constexpr int kPerElement = M * static_cast<int>(sizeof(A) / sizeof(float));
+  constexpr int kStage = Values / kPerElement > 0 ? Values / kPerElement : 1;
+  for (int e0 = tid; e0 < count; e0 += kStage * nt) {
+    A r[kStage][M];
+#pragma unroll
+    for (int u = 0; u < kStage; ++u)
+      if (e0 + u * nt < count) load(e0 + u * nt, r[u]);
+#pragma unroll
+    for (int u = 0; u < kStage; ++u)
+      if (e0 + u * nt < count) store(e0 + u * nt, r[u]);
+  }
 }
 
 // What a block works on: which planes, how many channels, how the scan is tiled.
 struct Config {
   Geometry geo;
   int64_t C, G, K;        // channels, weight groups, channels per group
-  int64_t chunk;
+  int chunk;              // 0: global (also when the chunk is at least the scan length)
   int64_t channel_tiles;  // ceil(K / kt)
   int kt, tile;           // channels per block, scan steps per tile
 };
@@ -153,7 +186,8 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
   const TileLayout tl(g, cfg.tile);
   const BlockPlanes bp = block_planes(cfg);
   const int64_t hw = static_cast<int64_t>(g.L) * g.N;
-  const int tid = threadIdx.x, nt = blockDim.x, N = g.N;
+  const int tx = threadIdx.x, bx = blockDim.x, ty = threadIdx.y, by = blockDim.y;
+  const int tid = ty * bx + tx, nt = bx * by, N = g.N;
 
   A* v = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: lam * x, overwritten in place by h
   A* w = v + cfg.kt * tl.plane;             // [3] tiles: a, b, c
@@ -163,32 +197,49 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
   for (int t0 = 0; t0 < g.L; t0 += cfg.tile) {
     const int steps = min(cfg.tile, g.L - t0);
     const int count = steps * N;
+    const uint64_t restart = restart_mask(t0, cfg.chunk);
     for (int k = 0; k < bp.kn; ++k) {
       const T* xk = x + bp.x0 + k * hw;
       const T* lk = lam + bp.x0 + k * hw;
-      for (int e = tid; e < count; e += nt) {
-        int sl, i;
-        tile_coord(g, steps, e, sl, i);
-        const int64_t o = g.offset(t0 + sl, i);
-        v[k * tl.plane + tl.at(sl, i)] = to_acc(lk[o]) * to_acc(xk[o]);
-      }
+      A* vk = v + k * tl.plane;
+      staged<2, kForwardStage, A>(
+          count, tid, nt,
+          [&](int e, A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            const int64_t o = g.offset(t0 + sl, i);
+            r[0] = to_acc(lk[o]);
+            r[1] = to_acc(xk[o]);
+          },
+          [&](int e, const A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            vk[tl.at(sl, i)] = r[0] * r[1];
+          });
     }
-    for (int e = tid; e < count; e += nt) {
-      int sl, i;
-      tile_coord(g, steps, e, sl, i);
-      const int64_t o = g.offset(t0 + sl, i);
-      for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = to_acc(weights[m][o]);
-    }
+    staged<3, kForwardStage, A>(
+        count, tid, nt,
+        [&](int e, A* r) {
+          int sl, i;
+          tile_coord(g, steps, e, sl, i);
+          const int64_t o = g.offset(t0 + sl, i);
+          for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
+        },
+        [&](int e, const A* r) {
+          int sl, i;
+          tile_coord(g, steps, e, sl, i);
+          for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
+        });
     __syncthreads();
 
     for (int sl = 0; sl < steps; ++sl) {
-      if (!restarts(t0 + sl, cfg.chunk)) {
+      if (!restarts_at(restart, sl)) {
         const Line<A> prev = sl > 0 ? Line<A>{v + tl.at(sl - 1, 0), tl.plane, tl.pitch_i}
                                     : Line<A>{carry, N, 1};
-        for (int i = tid; i < N; i += nt) {
+        for (int i = tx; i < N; i += bx) {
           const int here = tl.at(sl, i);
           const A wa = w[here], wb = w[tl.plane + here], wc = w[2 * tl.plane + here];
-          for (int k = 0; k < bp.kn; ++k) {
+          for (int k = ty; k < bp.kn; k += by) {
             A s = v[k * tl.plane + here] + wb * prev.at(k, i);
             if (i > 0) s += wa * prev.at(k, i - 1);
             if (i + 1 < N) s += wc * prev.at(k, i + 1);
@@ -232,8 +283,10 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
   const TileLayout tl(g, cfg.tile);
   const BlockPlanes bp = block_planes(cfg);
   const int64_t hw = static_cast<int64_t>(g.L) * g.N;
-  const int tid = threadIdx.x, nt = blockDim.x, N = g.N;
+  const int tx = threadIdx.x, bx = blockDim.x, ty = threadIdx.y, by = blockDim.y;
+  const int tid = ty * bx + tx, nt = bx * by, N = g.N;
 
+  constexpr int kStage = sizeof(A) == sizeof(double) ? kBackwardStageDouble : kBackwardStage;
   A* d = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: dh, turned in place into dL/dh total
   A* hp = d + cfg.kt * tl.plane;            // [kt] tiles: the state each line read (0 at restarts)
   A* w = hp + cfg.kt * tl.plane;            // [3] tiles: a, b, c
@@ -244,38 +297,53 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
   for (int t0 = (g.L - 1) / cfg.tile * cfg.tile; t0 >= 0; t0 -= cfg.tile) {
     const int steps = min(cfg.tile, g.L - t0);
     const int count = steps * N;
+    const uint64_t restart = restart_mask(t0, cfg.chunk);  // bits 0 .. steps: this tile and the next step
     for (int k = 0; k < bp.kn; ++k) {
       const T* dk = dh + bp.x0 + k * hw;
       const T* hk = h + bp.x0 + k * hw;
-      for (int e = tid; e < count; e += nt) {
-        int sl, i;
-        tile_coord(g, steps, e, sl, i);
-        const int s = t0 + sl;
-        const int at = k * tl.plane + tl.at(sl, i);
-        d[at] = to_acc(dk[g.offset(s, i)]);
-        hp[at] = restarts(s, cfg.chunk) ? A(0) : to_acc(hk[g.offset(s - 1, i)]);
-      }
+      staged<2, kStage, A>(
+          count, tid, nt,
+          [&](int e, A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            r[0] = to_acc(dk[g.offset(t0 + sl, i)]);
+            r[1] = restarts_at(restart, sl) ? A(0) : to_acc(hk[g.offset(t0 + sl - 1, i)]);
+          },
+          [&](int e, const A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            const int at = k * tl.plane + tl.at(sl, i);
+            d[at] = r[0];
+            hp[at] = r[1];
+          });
     }
-    for (int e = tid; e < count; e += nt) {
-      int sl, i;
-      tile_coord(g, steps, e, sl, i);
-      const int64_t o = g.offset(t0 + sl, i);
-      for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = to_acc(weights[m][o]);
-    }
+    staged<3, kStage, A>(
+        count, tid, nt,
+        [&](int e, A* r) {
+          int sl, i;
+          tile_coord(g, steps, e, sl, i);
+          const int64_t o = g.offset(t0 + sl, i);
+          for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
+        },
+        [&](int e, const A* r) {
+          int sl, i;
+          tile_coord(g, steps, e, sl, i);
+          for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
+        });
     __syncthreads();
 
     // d[s] = dh[s] + T[s+1]^T d[s+1]: the line after s spreads its gradient back through its weights.
     for (int sl = steps - 1; sl >= 0; --sl) {
       const int s = t0 + sl;
-      if (s + 1 < g.L && !restarts(s + 1, cfg.chunk)) {
+      if (s + 1 < g.L && !restarts_at(restart, sl + 1)) {
         const bool inside = sl + 1 < steps;
         const Line<A> dn = inside ? Line<A>{d + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{d_carry, N, 1};
         const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
-        for (int i = tid; i < N; i += nt) {
+        for (int i = tx; i < N; i += bx) {
           const A wb = wn.at(1, i);
           const A wa = i + 1 < N ? wn.at(0, i + 1) : A(0);
           const A wc = i > 0 ? wn.at(2, i - 1) : A(0);
-          for (int k = 0; k < bp.kn; ++k) {
+          for (int k = ty; k < bp.kn; k += by) {
             A r = wb * dn.at(k, i);
             if (i + 1 < N) r += wa * dn.at(k, i + 1);
             if (i > 0) r += wc * dn.at(k, i - 1);
@@ -288,14 +356,24 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
 
     for (int k = 0; k < bp.kn; ++k) {
       const int64_t base = bp.x0 + k * hw;
-      for (int e = tid; e < count; e += nt) {
-        int sl, i;
-        tile_coord(g, steps, e, sl, i);
-        const int64_t o = base + g.offset(t0 + sl, i);
-        const A dk = d[k * tl.plane + tl.at(sl, i)];
-        store(dx + o, to_acc(lam[o]) * dk);
-        store(dlam + o, to_acc(x[o]) * dk);
-      }
+      const A* dk = d + k * tl.plane;
+      staged<2, kStage, A>(  // lam and x of kStage elements in flight before the first store
+          count, tid, nt,
+          [&](int e, A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            const int64_t o = base + g.offset(t0 + sl, i);
+            r[0] = to_acc(lam[o]);
+            r[1] = to_acc(x[o]);
+          },
+          [&](int e, const A* r) {
+            int sl, i;
+            tile_coord(g, steps, e, sl, i);
+            const int64_t o = base + g.offset(t0 + sl, i);
+            const A dv = dk[tl.at(sl, i)];
+            store(dx + o, r[0] * dv);
+            store(dlam + o, r[1] * dv);
+          });
     }
     for (int e = tid; e < count; e += nt) {
       int sl, i;
@@ -342,7 +420,7 @@ __global__ void sum_channel_tiles(const typename Accumulator<T>::type* __restric
 
 struct Plan {
   Config cfg;
-  int threads;
+  int threads_x, threads_y;  // the block: cross positions x channels
   int64_t blocks;
   size_t smem;
 };
@@ -352,32 +430,27 @@ inline size_t shared_elements(const Geometry& g, int kt, int tile, bool backward
   return backward ? (2 * kt + 3) * plane + (kt + 3) * n : (kt + 3) * plane + kt * n;
 }
 
-// Largest channel tile (then scan tile) whose shared memory fits the budget; if none does with
-// at least 4 steps per tile, one channel with the largest tile the device allows.
-inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, Plan* plan) {
-  if (p.B <= 0 || p.C <= 0 || p.G <= 0 || p.H <= 0 || p.W <= 0 || p.C % p.G != 0 || p.chunk < 0)
-    return cudaErrorInvalidValue;
-  if (p.H > INT32_MAX / 64 || p.W > INT32_MAX / 64) return cudaErrorInvalidValue;
-  int device = 0, optin = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (err != cudaSuccess) return err;
+// Channel tile, then scan tile: the largest channel tile (at most 32, split down to kMinSpreadTile
+// while the grid has fewer than two blocks per SM) whose shared memory fits the budget with at least
+// 4 steps per tile; else one channel with the longest tile the device allows. The forward takes only
+// cross axes the backward takes too, so a model that runs inference can also train.
+inline cudaError_t plan_one(const Problem& p, size_t acc_size, bool backward, int optin, int sms, Plan* plan) {
   const size_t limit = static_cast<size_t>(optin);
   const size_t budget = limit < kSharedBudget ? limit : kSharedBudget;
-
   Config& cfg = plan->cfg;
   cfg.geo = make_geometry(p);
   cfg.C = p.C;
   cfg.G = p.G;
   cfg.K = p.C / p.G;
-  cfg.chunk = p.chunk;
   const int L = cfg.geo.L;
+  cfg.chunk = p.chunk >= L ? 0 : static_cast<int>(p.chunk);
   auto fits = [&](int kt, int tile, size_t bytes) {
     return shared_elements(cfg.geo, kt, tile, backward) * acc_size <= bytes;
   };
+  int widest = static_cast<int>(cfg.K < kMaxChannelTile ? cfg.K : kMaxChannelTile);
+  while (widest > kMinSpreadTile && p.B * p.G * ((cfg.K + widest - 1) / widest) < 2 * sms) widest = (widest + 1) / 2;
   bool found = false;
-  for (int kt = static_cast<int>(cfg.K < kMaxChannelTile ? cfg.K : kMaxChannelTile); !found; kt = (kt + 1) / 2) {
+  for (int kt = widest; !found; kt = (kt + 1) / 2) {
     for (int steps = 32; steps >= 4 && !found; steps /= 2) {
       const int tile = steps < L ? steps : L;
       if (fits(kt, tile, budget)) {
@@ -402,9 +475,30 @@ inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, P
   plan->blocks = p.B * p.G * cfg.channel_tiles;
   if (plan->blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
   const int n32 = (cfg.geo.N + 31) / 32 * 32;
-  plan->threads = n32 < kMaxThreads ? n32 : kMaxThreads;
+  plan->threads_x = n32 < kMaxThreads ? n32 : kMaxThreads;
+  const int rows = kMaxThreads / plan->threads_x;
+  plan->threads_y = cfg.kt < rows ? cfg.kt : rows;
   plan->smem = shared_elements(cfg.geo, cfg.kt, cfg.tile, backward) * acc_size;
   return cudaSuccess;
+}
+
+inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, Plan* plan) {
+  if (p.B <= 0 || p.C <= 0 || p.G <= 0 || p.H <= 0 || p.W <= 0 || p.C % p.G != 0 || p.chunk < 0)
+    return cudaErrorInvalidValue;
+  if (p.H > INT32_MAX / 64 || p.W > INT32_MAX / 64) return cudaErrorInvalidValue;
+  int device = 0, optin = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return err;
+  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+  if (!backward) {
+    Plan reverse;
+    err = plan_one(p, acc_size, true, optin, sms, &reverse);
+    if (err != cudaSuccess) return err;
+  }
+  return plan_one(p, acc_size, backward, optin, sms, plan);
 }
 
 template <typename Kernel> cudaError_t allow_shared(Kernel kernel, size_t bytes) {
@@ -419,7 +513,7 @@ cudaError_t forward(const Problem& p, const void* x, const void* lam, const void
   if (err != cudaSuccess) return err;
   err = allow_shared(forward_kernel<T>, plan.smem);
   if (err != cudaSuccess) return err;
-  forward_kernel<T><<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
+  forward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a), static_cast<const T*>(b),
       static_cast<const T*>(c), static_cast<T*>(h), plan.cfg);
   return cudaGetLastError();
@@ -444,7 +538,7 @@ cudaError_t backward(const Problem& p, const void* dh, const void* x, const void
 
   err = allow_shared(backward_kernel<T>, plan.smem);
   if (err != cudaSuccess) return err;
-  backward_kernel<T><<<static_cast<unsigned>(plan.blocks), plan.threads, plan.smem, stream>>>(
+  backward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
       static_cast<const T*>(dh), static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a),
       static_cast<const T*>(b), static_cast<const T*>(c), static_cast<const T*>(h), static_cast<T*>(dx),
       static_cast<T*>(dlam), dw, plan.cfg);

@@ -40,19 +40,30 @@ SHARED_RESERVED = 1024  # bytes the runtime reserves per block
 # The planner's constants (propagate_kernels.cu).
 MAX_THREADS = 512
 MAX_CHANNEL_TILE = 32
+MIN_SPREAD_TILE = 4
 SHARED_BUDGET = 100 * 1024
+# Register staging: values (floats; doubles count twice) each thread loads before it waits.
+FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 16, 6, 6
 
 # Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (acc float / double).
-REGISTERS = {(False, 4): 47, (False, 8): 53, (True, 4): 64, (True, 8): 64}
-LOADS_IN_FLIGHT = 2  # per thread: the tile load loops are not unrolled (one iteration's loads at a time)
+REGISTERS = {(False, 4): 64, (False, 8): 62, (True, 4): 64, (True, 8): 64}
 OVERLAPS_SCAN = False  # loads of the next tile are issued only after the scan of this one
+
+
+def loads_in_flight(plan: "Plan") -> int:
+    """Loads one thread has in flight in the tile loads (x and lam, or dh and h: two arrays)."""
+    values = FORWARD_STAGE if not plan.backward else BACKWARD_STAGE_DOUBLE if plan.acc == 8 else BACKWARD_STAGE
+    stage = max(1, values // (2 * plan.acc // 4))
+    per_thread = -(-plan.tile * plan.N // plan.threads)
+    return 2 * min(stage, per_thread)
 CYCLES_BARRIER, CYCLES_PER_ELEMENT = 40, 8
 
 
 @dataclass
 class Plan:
     blocks: int
-    threads: int
+    threads_x: int  # cross positions
+    threads_y: int  # channels
     smem: int
     kt: int  # channels per block
     tile: int  # scan steps per tile
@@ -61,6 +72,10 @@ class Plan:
     N: int  # cross length
     acc: int  # accumulator bytes
     backward: bool
+
+    @property
+    def threads(self) -> int:
+        return self.threads_x * self.threads_y
 
 
 def _plane(N, tile, cross_contiguous):
@@ -74,10 +89,7 @@ def shared_elements(N, cross_contiguous, kt, tile, backward):
     return (2 * kt + 3) * plane + (kt + 3) * N if backward else (kt + 3) * plane + kt * N
 
 
-def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100) -> Plan | None:
-    """The plan of one launch (chunk does not change it), or None where the kernels refuse the shape."""
-    if min(B, C, G, H, W) <= 0 or C % G:
-        return None
+def _plan_one(B, C, G, H, W, direction, acc, backward, device) -> Plan | None:
     L, N, cross_contiguous = (W, H, False) if direction in ("lr", "rl") else (H, W, True)
     K = C // G
     budget = min(device.shared_optin, SHARED_BUDGET)
@@ -85,8 +97,10 @@ def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100) -> Pl
     def fits(kt, tile, limit):
         return shared_elements(N, cross_contiguous, kt, tile, backward) * acc <= limit
 
-    found = None
-    kt = min(K, MAX_CHANNEL_TILE)
+    widest = min(K, MAX_CHANNEL_TILE)
+    while widest > MIN_SPREAD_TILE and B * G * -(-K // widest) < 2 * device.sms:
+        widest = (widest + 1) // 2
+    found, kt = None, widest
     while found is None:
         steps = 32
         while steps >= 4 and found is None:
@@ -107,9 +121,20 @@ def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100) -> Pl
         return None
     kt, tile = found
     channel_tiles = -(-K // kt)
-    threads = min(-(-N // 32) * 32, MAX_THREADS)
+    threads_x = min(-(-N // 32) * 32, MAX_THREADS)
+    threads_y = min(kt, MAX_THREADS // threads_x)
     smem = shared_elements(N, cross_contiguous, kt, tile, backward) * acc
-    return Plan(B * G * channel_tiles, threads, smem, kt, tile, channel_tiles, L, N, acc, backward)
+    return Plan(B * G * channel_tiles, threads_x, threads_y, smem, kt, tile, channel_tiles, L, N, acc, backward)
+
+
+def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100) -> Plan | None:
+    """The plan of one launch (chunk does not change it), or None where the kernels refuse the shape.
+    The forward refuses what the backward could not take."""
+    if min(B, C, G, H, W) <= 0 or C % G:
+        return None
+    if not backward and _plan_one(B, C, G, H, W, direction, acc, True, device) is None:
+        return None
+    return _plan_one(B, C, G, H, W, direction, acc, backward, device)
 
 
 def max_cross_length(dtype: torch.dtype, device=H100) -> int:
@@ -155,7 +180,7 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
     active_sms = min(device.sms, plan.blocks)
     if resident < occupancy:
         limiter = "block count"
-    in_flight = resident * plan.threads * LOADS_IN_FLIGHT * element
+    in_flight = resident * plan.threads * loads_in_flight(plan) * element
     drawn = min(device.copy_bandwidth, active_sms * in_flight / device.latency)
     total = minimal_bytes(B, C, groups, H, W, element, backward)
     t_memory = total / drawn

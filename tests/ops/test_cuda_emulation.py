@@ -148,7 +148,7 @@ def test_forward_and_backward_accept_the_same_cross_axes(emu, dtype):
             lo, hi = (mid, hi) if ok else (lo, mid - 1)
         longest[backward] = lo
     assert longest[False] == longest[True]
-    assert longest[False] >= 4096
+    assert longest[False] >= (3000 if dtype == torch.float64 else 6000)
 
 
 def test_too_long_cross_axis_is_refused_cleanly(emu):

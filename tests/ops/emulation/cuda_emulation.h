@@ -88,7 +88,7 @@ inline std::map<const void*, int> shared_attribute;  // kernel -> opted-in dynam
 #ifdef __SANITIZE_ADDRESS__
 constexpr size_t kGuardBytes = 0;  // AddressSanitizer itself guards the exact-size allocation
 #else
-constexpr size_t kGuardBytes = 256;
+constexpr size_t kGuardBytes = 64 * 1024;  // more than one line of the longest cross axis
 #endif
 constexpr int kDefaultShared = 48 * 1024;
 
