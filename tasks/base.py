@@ -1,67 +1,34 @@
 """The shared base of every task's LightningModule.
 
-A task builds its network and hands it to `BaseTask.__init__` as `model` (the module that is
-optimised and averaged), then adds its losses and metrics and the step methods. The base provides
-AdamW with parameter groups, a per-step cosine schedule with linear warm-up, an optional EMA of the
-model for evaluation, and per-step reseeding so that a run resumed from a checkpoint continues
-exactly.
+A task subclasses BaseTask and fills three hooks, called in this order by `__init__`:
+`configure_models()` (build the networks from `self.hparams`; the module that is optimised is
+`self.model`), `configure_losses()` and `configure_metrics()`; then it writes its step methods and,
+for `gspn predict`, `write_prediction`. The base provides the optimiser (any torch.optim class,
+AdamW by default, with parameter groups), a per-step schedule (warm-up in steps or epochs, then
+cosine, polynomial or constant), an optional EMA of the weights (a Lightning callback; evaluation
+and checkpoints use the average) and per-step reseeding, so that a run resumed from a checkpoint,
+even one saved mid-epoch, continues exactly.
+
+`data_links` names the values a task takes from its data module (the `gspn` command passes them to
+the task's arguments of the same names); a value that is needed and neither linked nor given is an
+error before anything is built.
 """
 
-import copy
 import math
 import os
 import random
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on norms, biases, scalars (every parameter of at most one
-    dimension) and the names that any submodule lists in its `no_weight_decay()`."""
-    exempt = set()
-    for prefix, submodule in module.named_modules():
-        if callable(getattr(submodule, "no_weight_decay", None)):
-            exempt |= {f"{prefix}.{name}" if prefix else name for name in submodule.no_weight_decay()}
-    decay, no_decay = [], []
-    for name, parameter in module.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 or name in exempt else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """Learning-rate factor: linear from 1 / warmup_steps to 1, then a cosine down to min_lr_ratio."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class ExponentialMovingAverage(nn.Module):
-    """An EMA copy of a model's parameters and buffers. Its decay ramps up as min(decay, (1 + n) / (10 + n))
-    over the first updates n, so short runs do not average over their random initialisation."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__()
-        self.decay = decay
-        self.model = copy.deepcopy(model).requires_grad_(False)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        n = self.updates.item()
-        decay = min(self.decay, (1 + n) / (10 + n))
-        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if average.is_floating_point():
-                average.lerp_(current.detach(), 1 - decay)
-            else:
-                average.copy_(current)
+from .ema import EMA
+from .optim import SCHEDULES, lr_factor, optimizer_class, parameter_groups
 
 
 def seed_all(seed_sequence: np.random.SeedSequence) -> None:
@@ -72,36 +39,79 @@ def seed_all(seed_sequence: np.random.SeedSequence) -> None:
 
 
 class BaseTask(LightningModule):
-    """Args:
-        model: the task's network, built by the subclass.
-        lr: the peak learning rate, for `lr_batch_size` images per step if that is given: the rate
+    """Args (shared by every task):
+        lr: the peak learning rate, for `lr_batch_size` samples per step if that is given: the rate
             used is then lr * effective batch / lr_batch_size, with effective batch = the data
             module's batch_size * devices * nodes * accumulate_grad_batches.
-        weight_decay: AdamW's, on weights of two or more dimensions only.
-        warmup_epochs: linear warm-up length (may be fractional), counted in optimiser steps.
-        min_lr_ratio: the cosine ends at min_lr_ratio * the peak rate.
-        ema_decay: keep an EMA of the model's weights with this decay and evaluate with it.
+        weight_decay: on weights of two or more dimensions only (not on norms, biases, scalars).
+        optimizer: a class of torch.optim by name (AdamW, SGD, ...) or a dotted class path.
+        optimizer_args: its other arguments, e.g. {betas: [0.9, 0.999]} or {momentum: 0.9, nesterov: true}.
+        schedule: after warm-up, "cosine" or "poly" down to min_lr_ratio * the peak at the last
+            step (max_steps, or max_epochs worth of steps), or "constant".
+        warmup_epochs, warmup_steps: linear warm-up, in epochs (may be fractional) or optimiser
+            steps; give one of them.
+        min_lr_ratio: where the cosine or polynomial ends, as a fraction of the peak.
+        poly_power: the exponent of the polynomial decay (1.0: linear, the segmentation recipe).
+        ema_decay: keep an EMA of the weights with this decay; validation, checkpoints and
+            `load_checkpoint` then use the averaged weights.
+        ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) over the first n updates.
     """
 
-    monitor = "val_loss"  # the metric that selects the best checkpoint
-    monitor_mode = "min"
+    monitor: ClassVar[str] = "val_loss"  # the metric that selects the best checkpoint
+    monitor_mode: ClassVar[str] = "min"
+    data_links: ClassVar[tuple[str, ...]] = ()  # arguments the `gspn` command takes from the data module
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, lr_batch_size: int | None = None, weight_decay: float = 0.05,
-                 warmup_epochs: float = 0.0, min_lr_ratio: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
-                 ema_decay: float | None = None):
+    def __init__(self, lr: float = 1e-3, lr_batch_size: int | None = None, weight_decay: float = 0.05,
+                 optimizer: str = "AdamW", optimizer_args: dict[str, Any] | None = None, schedule: str = "cosine",
+                 warmup_epochs: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.01,
+                 poly_power: float = 1.0, ema_decay: float | None = None, ema_warmup: bool = True):
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
-        self.ema = ExponentialMovingAverage(self.model, ema_decay) if ema_decay else None
+        self.save_hyperparameters()
+        self.check_arguments()
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
 
-    @property
-    def eval_model(self) -> nn.Module:
-        """The network for validation, test and prediction: the EMA copy when there is one."""
-        return self.ema.model if self.ema is not None else self.model
+    def check_arguments(self) -> None:
+        """Bad settings are errors here, before any network is built."""
+        name, hp = type(self).__name__, self.hparams
+        for key in self.data_links:
+            if hp.get(key) is None:
+                raise ValueError(f"{name}: {key} is needed. The `gspn` command takes it from the data module "
+                                 f"(give the data module a `{key}` attribute); in Python, pass {key}=...")
+        if hp.schedule not in SCHEDULES:
+            raise ValueError(f"{name}: schedule must be one of {SCHEDULES}, got {hp.schedule!r}")
+        if hp.warmup_epochs and hp.warmup_steps:
+            raise ValueError(f"{name}: give warmup_epochs or warmup_steps, not both "
+                             f"(got {hp.warmup_epochs} and {hp.warmup_steps})")
+        optimizer_class(hp.optimizer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model if self.training else self.eval_model)(x)
+    # The hooks a task fills.
+    def configure_models(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must build its networks in configure_models()")
 
+    def configure_losses(self) -> None:
+        pass
+
+    def configure_metrics(self) -> None:
+        pass
+
+    def write_prediction(self, prediction: Any, output_dir: Path) -> None:
+        """Write one batch of `predict_step` outputs as files under output_dir (`gspn predict`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not write predictions")
+
+    def forward(self, *args, **kwargs) -> Any:
+        return self.model(*args, **kwargs)
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":
+            return []
+        callbacks = [LearningRateMonitor(logging_interval="step")] if self.trainer.loggers else []
+        if self.hparams.ema_decay:  # training only; afterwards the checkpoint's weights are the average
+            callbacks.append(EMA(self.hparams.ema_decay, self.hparams.ema_warmup))
+        return callbacks
+
+    # Optimisation.
     def peak_lr(self) -> float:
         if self.hparams.lr_batch_size is None:
             return self.hparams.lr
@@ -113,24 +123,36 @@ class BaseTask(LightningModule):
         rank_zero_info(f"learning rate {self.hparams.lr:g} x {effective} / {self.hparams.lr_batch_size} = {lr:g}")
         return lr
 
-    def configure_optimizers(self) -> dict:
-        optimizer = torch.optim.AdamW(parameter_groups(self, self.hparams.weight_decay), lr=self.peak_lr(),
-                                      betas=self.hparams.betas)
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        warmup_steps = round(self.hparams.warmup_epochs * steps_per_epoch)
-        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps,
-                                                                   self.hparams.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    def total_steps(self) -> int | None:
+        """Optimiser steps of the whole run, or None when the run has no end (max_steps and max_epochs -1)."""
+        total = self.trainer.estimated_stepping_batches
+        return None if math.isinf(total) else int(total)
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update(self.model)
+    def steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        if math.isinf(trainer.num_training_batches):  # not counted yet when only max_steps is set
+            trainer.fit_loop.setup_data()
+        return max(math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches), 1)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer = optimizer_class(hp.optimizer)(parameter_groups(self, hp.weight_decay), lr=self.peak_lr(),
+                                                  **(hp.optimizer_args or {}))
+        total = self.total_steps()
+        if total is None and hp.schedule != "constant":
+            raise ValueError(f"{type(self).__name__}: the {hp.schedule} schedule needs an end: set "
+                             "trainer.max_steps or trainer.max_epochs, or use schedule: constant")
+        warmup = round(hp.warmup_epochs * self.steps_per_epoch()) if hp.warmup_epochs else hp.warmup_steps
+        factor = dict(warmup_steps=warmup, total_steps=total, schedule=hp.schedule, min_lr_ratio=hp.min_lr_ratio,
+                      power=hp.poly_power)
+        schedule = LambdaLR(optimizer, lambda step: lr_factor(step, **factor))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Lightning does not checkpoint the global RNGs. Reseeding them from (seed, epoch, batch, rank)
-        # gives every step the same mixup, drop path and dropout whether the run was resumed or not.
+        # gives every step the same mixup, drop path, dropout and noise whether the run was resumed
+        # (at an epoch end or mid-epoch) or not. The batch counter survives a mid-epoch restart.
         seed = os.environ.get("PL_GLOBAL_SEED")
         if seed is not None:
-            seed_all(np.random.SeedSequence([int(seed), self.current_epoch, batch_idx, self.global_rank]))
+            batch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            seed_all(np.random.SeedSequence([int(seed), self.current_epoch, batch, self.global_rank]))

@@ -88,33 +88,64 @@ class GSPNBackbone(nn.Module):
                       for j in range(depth)]
             downsample = _downsample(dims[i - 1], dims[i]) if i > 0 else nn.Identity()
             self.stages.append(Stage(downsample, blocks))
+        self.stage_norms = nn.ModuleList(LayerNorm2d(dim) for dim in dims)  # for dense heads
         self.head = Head(dims[-1], num_classes, drop_rate)
 
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.num_features = dims[-1]
         self.feature_info = [dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}") for i in range(4)]
         self.apply(_init_weights)
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        """The four stages' outputs: (B, dims[i], ceil(H / s), ceil(W / s)) at strides s = 4, 8, 16, 32."""
-        x = self.stem(x)
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out
+    def forward_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs for dense heads, as timm's API: (B, dims[i], ceil(H / s), ceil(W / s)) at
+        strides s = 4, 8, 16, 32.
+
+        indices: which stages (0-3; negative counts from the end), an int n for the last n, None for all.
+        norm: pass each through its stage's output norm. output_fmt: "NCHW" or "NHWC".
+        Returns (final features, intermediates), or the intermediates alone with intermediates_only.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"forward_intermediates: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        stages = len(self.stages)
+        if indices is None:
+            keep = list(range(stages))
+        elif isinstance(indices, int):
+            keep = list(range(stages - indices, stages))
+        else:
+            keep = [i % stages if -stages <= i < stages else i for i in indices]
+        if any(not 0 <= i < stages for i in keep):
+            raise ValueError(f"forward_intermediates: indices must select stages 0-{stages - 1}, got {indices}")
+        final, kept = self._run_stages(x, set(keep), norm)
+        if output_fmt == "NHWC":
+            kept = [t.permute(0, 2, 3, 1) for t in kept]
+        return kept if intermediates_only else (final, kept)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        return self._run_stages(x, set(), norm=False)[0]
+
+    def _run_stages(self, x: Tensor, keep: set[int], norm: bool) -> tuple[Tensor, list[Tensor]]:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"{type(self).__name__}: expected images of shape (batch, {self.in_chans}, height, "
+                             f"width), got {tuple(x.shape)}")
         x = self.stem(x)
-        for stage in self.stages:
+        kept = []
+        for i, stage in enumerate(self.stages):
             x = stage(x)
-        return x
+            if i in keep:
+                kept.append(self.stage_norms[i](x) if norm else x)
+        return x, kept
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes

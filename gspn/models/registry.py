@@ -23,5 +23,5 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the preset `name`; keyword arguments replace the preset's values (e.g. num_classes)."""
     if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return _MODELS[name](**overrides)

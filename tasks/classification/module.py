@@ -1,5 +1,8 @@
 """ClassificationTask: image classification with a GSPN backbone (or any module with the same API)."""
 
+import csv
+from pathlib import Path
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -11,52 +14,57 @@ from ..base import BaseTask
 from .mixup import MixupCutmix
 
 
-def build_backbone(backbone: str | nn.Module, num_classes: int, backbone_args: dict | None,
-                   pretrained: str | None) -> nn.Module:
-    if isinstance(backbone, str):
-        model = create_model(backbone, num_classes=num_classes, **(backbone_args or {}))
-    else:
-        if backbone_args:
-            raise ValueError("ClassificationTask: backbone_args apply to a preset name; give a module's "
-                             "arguments in its own init_args")
-        model = backbone
-        if model.num_classes != num_classes:
-            model.reset_classifier(num_classes)
-    if pretrained:
-        load_checkpoint(model, pretrained)
-    return model
-
-
 class ClassificationTask(BaseTask):
     """Args:
         backbone: a preset of gspn.models (e.g. gspn_t; see gspn.models.list_models()) or a module
             (a class_path in YAML) with the backbone API; a module's classifier is reset to num_classes.
         backbone_args: overrides of the preset (dims, depths, drop_path_rate, ...).
         num_classes: the `gspn` command links it from the data module.
-        pretrained: a checkpoint file for the backbone; tensors whose shape differs (another
-            classifier) are skipped and reported.
+        pretrained: a checkpoint file for the backbone (the averaged weights when it was trained with
+            an EMA); tensors whose shape differs (another classifier) are skipped and reported.
         label_smoothing: of the training targets.
         mixup_alpha, cutmix_alpha: Beta parameters of batch-level mixup and cutmix (0 disables).
         mixup_prob: probability of mixing a batch; mixup_switch_prob: of cutmix when both are on.
         grad_checkpointing: recompute the blocks' activations in the backward pass to save memory.
+        top_k: how many classes `gspn predict` writes per image.
         **kwargs: optimisation and EMA settings of BaseTask (lr, lr_batch_size, weight_decay, ...).
     """
 
     monitor = "val_acc1"
     monitor_mode = "max"
+    data_links = ("num_classes",)
 
     def __init__(self, backbone: str | nn.Module = "gspn_nano", backbone_args: dict | None = None,
-                 num_classes: int = 1000, pretrained: str | None = None, label_smoothing: float = 0.0,
+                 num_classes: int | None = None, pretrained: str | None = None, label_smoothing: float = 0.0,
                  mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, mixup_prob: float = 1.0,
-                 mixup_switch_prob: float = 0.5, grad_checkpointing: bool = False, **kwargs):
-        model = build_backbone(backbone, num_classes, backbone_args, pretrained)
-        model.set_grad_checkpointing(grad_checkpointing)
-        super().__init__(model, **kwargs)
-        self.num_classes = num_classes
-        self.mix = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing)
+                 mixup_switch_prob: float = 0.5, grad_checkpointing: bool = False, top_k: int = 5, **kwargs):
+        super().__init__(**kwargs)
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        if isinstance(hp.backbone, str):
+            self.model = create_model(hp.backbone, num_classes=hp.num_classes, **(hp.backbone_args or {}))
+        else:
+            if hp.backbone_args:
+                raise ValueError("ClassificationTask: backbone_args apply to a preset name; give a module's "
+                                 "arguments in its own init_args")
+            self.model = hp.backbone
+            if self.model.num_classes != hp.num_classes:
+                self.model.reset_classifier(hp.num_classes)
+        if hp.pretrained:
+            load_checkpoint(self.model, hp.pretrained)
+        self.model.set_grad_checkpointing(hp.grad_checkpointing)
+
+    def configure_losses(self) -> None:
+        hp = self.hparams
+        self.mix = MixupCutmix(hp.num_classes, hp.mixup_alpha, hp.cutmix_alpha, hp.mixup_prob, hp.mixup_switch_prob,
+                               hp.label_smoothing)
+
+    def configure_metrics(self) -> None:
+        classes = self.hparams.num_classes
         metrics = MetricCollection({
-            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "acc1": MulticlassAccuracy(classes, top_k=1, average="micro"),
+            "acc5": MulticlassAccuracy(classes, top_k=min(5, classes), average="micro"),
         })
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
@@ -85,7 +93,30 @@ class ClassificationTask(BaseTask):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.evaluate(batch, "test", self.test_metrics)
 
-    def predict_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Class probabilities, (B, num_classes)."""
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(images).softmax(dim=-1)
+    def predict_step(self, batch: tuple[Tensor, list | Tensor], batch_idx: int) -> dict:
+        """Top-k classes and probabilities per image, with the image's file (or its index in the split)."""
+        images, sources = batch
+        probabilities = self(images).softmax(dim=-1)
+        top = probabilities.topk(min(self.hparams.top_k, probabilities.shape[-1]), dim=-1)
+        if isinstance(sources, Tensor):  # labelled split: no file names, so the sample's position
+            sources = [f"#{batch_idx * images.shape[0] + i}" for i in range(images.shape[0])]
+        return {"source": list(sources), "classes": top.indices.cpu(), "probabilities": top.values.cpu(),
+                "all_probabilities": probabilities.cpu()}
+
+    def write_prediction(self, prediction: dict, output_dir: Path) -> None:
+        """Appends to predictions.csv (predictions-rank<r>.csv on other ranks): the input, then top-k
+        class names and probabilities."""
+        names = getattr(self.trainer.datamodule, "classes", None)
+        path = output_dir / ("predictions.csv" if self.global_rank == 0 else f"predictions-rank{self.global_rank}.csv")
+        k = prediction["classes"].shape[1]
+        new = not path.exists() or self.trainer.predict_loop.batch_progress.current.completed == 0
+        with path.open("w" if new else "a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(["input"] + [f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")])
+            for source, classes, probabilities in zip(prediction["source"], prediction["classes"],
+                                                      prediction["probabilities"]):
+                row = [source]
+                for index, probability in zip(classes.tolist(), probabilities.tolist()):
+                    row += [names[index] if names else index, f"{probability:.6f}"]
+                writer.writerow(row)

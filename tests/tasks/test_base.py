@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.base import ExponentialMovingAverage, parameter_groups, seed_all, warmup_cosine
+from gspn.tasks.base import seed_all
+from gspn.tasks.ema import EMA, ema_average
+from gspn.tasks.optim import lr_factor, optimizer_class, parameter_groups
 
 
 class Net(nn.Module):
@@ -31,8 +33,8 @@ def test_parameter_groups_exempt_norms_biases_scalars_and_no_weight_decay():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
 
 
-def test_warmup_cosine():
-    factors = [warmup_cosine(step, 4, 14, 0.01) for step in range(16)]
+def test_warmup_then_cosine():
+    factors = [lr_factor(step, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.01) for step in range(16)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert factors[4] == 1.0
     assert factors[9] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
@@ -40,19 +42,36 @@ def test_warmup_cosine():
     assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
 
 
-def test_ema_update():
-    model = nn.Linear(2, 1)
-    ema = ExponentialMovingAverage(model, decay=0.5)
-    start = ema.model.weight.clone()
-    assert not ema.model.weight.requires_grad
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update(model)  # first update: decay min(0.5, 2 / 11)
-    assert torch.allclose(ema.model.weight, start + (1 - 2 / 11))
-    ema.update(model)  # then min(0.5, 3 / 12)
-    assert torch.allclose(ema.model.weight, start + 1 - 0.25 * (2 / 11))
-    assert ema.updates.item() == 2
-    assert "updates" in ema.state_dict()
+def test_warmup_then_polynomial_and_constant():
+    poly = [lr_factor(step, warmup_steps=2, total_steps=12, schedule="poly", min_lr_ratio=0.0, power=1.0)
+            for step in range(13)]
+    assert poly[:2] == [0.5, 1.0]
+    assert poly[2:] == pytest.approx([1 - k / 10 for k in range(11)])  # linear to 0: the segmentation recipe
+    squared = lr_factor(7, warmup_steps=2, total_steps=12, schedule="poly", min_lr_ratio=0.0, power=2.0)
+    assert squared == pytest.approx(0.5**2)
+    assert [lr_factor(s, warmup_steps=3, total_steps=None, schedule="constant", min_lr_ratio=0.0)
+            for s in range(5)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1])
+
+
+def test_optimizer_by_name_or_path():
+    assert optimizer_class("SGD") is torch.optim.SGD
+    assert optimizer_class("torch.optim.AdamW") is torch.optim.AdamW
+    with pytest.raises(ValueError, match="optimizer: expected a class of torch.optim.*'Adamw'"):
+        optimizer_class("Adamw")
+    with pytest.raises(ValueError, match="torch.nn.Linear"):
+        optimizer_class("torch.nn.Linear")
+
+
+def test_ema_average_with_decay_warmup():
+    average, current = torch.zeros(3), torch.ones(3)
+    # after n updates the decay is min(decay, (1 + n) / (10 + n))
+    assert torch.allclose(ema_average(average, current, torch.tensor(1), decay=0.9, warmup=True), torch.full((3,), 1 - 2 / 11))
+    assert torch.allclose(ema_average(average, current, torch.tensor(1000), decay=0.9, warmup=True), torch.full((3,), 0.1))
+    assert torch.allclose(ema_average(average, current, torch.tensor(1), decay=0.9, warmup=False), torch.full((3,), 0.1))
+    steps = torch.tensor([3, 4])
+    assert torch.equal(ema_average(torch.tensor([1, 2]), steps, torch.tensor(5), decay=0.9, warmup=True), steps)
+    with pytest.raises(ValueError, match="ema_decay"):
+        EMA(1.5)
 
 
 def test_seed_all_is_a_function_of_the_sequence():

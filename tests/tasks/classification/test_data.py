@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.classification.data import ImageFolderDataModule, SyntheticShapesDataModule
-from tasks.classification.shapes import CLASSES, SyntheticShapes
+from gspn.tasks.classification.data import ImageFolderDataModule, SyntheticShapesDataModule
+from gspn.tasks.classification.shapes import CLASSES, SyntheticShapes
 
 
 def test_synthetic_shapes_are_deterministic_per_seed():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tasks.classification.mixup import MixupCutmix, smooth_one_hot
+from gspn.tasks.classification.mixup import MixupCutmix, smooth_one_hot
 
 NUM_CLASSES = 10
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.classification.transforms import (
+from gspn.tasks.classification.transforms import (
     RAND_AUGMENT_OPS,
     Compose,
     Normalize,

@@ -1,0 +1,110 @@
+"""Data plumbing shared by every task: a LightningDataModule base whose training order and
+augmentation are functions of (seed, epoch, sample) only, and that resumes mid-epoch exactly.
+
+The training sampler shuffles by (seed, epoch), splits over the ranks and yields keys
+(index, seed, epoch); `SeededSamples` reads each sample with torch's generator seeded from its key,
+so augmentation does not depend on workers, ranks or resumption. The data module saves how many
+batches of the epoch were trained in the checkpoint, and a resumed run skips exactly those.
+"""
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+
+class EpochShuffleSampler(DistributedSampler):
+    """A DistributedSampler yielding keys (index, seed, epoch). `resume` = (epoch, count) drops the
+    first `count` keys the first time that epoch is served (a mid-epoch resume); the sampler's length
+    stays the whole epoch's."""
+
+    def __init__(self, *args, resume: tuple[int, int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume = resume
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        indices = list(super().__iter__())
+        if self.resume is not None and self.resume[0] == self.epoch:
+            indices = indices[self.resume[1]:]
+            self.resume = None
+        return iter([(index, self.seed, self.epoch) for index in indices])
+
+
+class SeededSamples(Dataset):
+    """Reads `dataset[index]` for a key (index, seed, epoch) with torch's global generator seeded from
+    the key (and restored afterwards)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        index, seed, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0]))
+            return self.dataset[index]
+
+
+class TaskDataModule(LightningDataModule):
+    """Loaders over the datasets a subclass puts in `self.datasets` in `setup`: "train", "val",
+    "test" and "predict" (prediction falls back to "val" when there is no "predict")."""
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 4):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.datasets: dict[str, Dataset] = {}
+        self.resume_batches: tuple[int, int] | None = None  # (epoch, batches already trained in it)
+
+    def collate_fn(self, split: str):
+        return None  # torch's default collation
+
+    def loader(self, split: str, sampler: Sampler | None = None, drop_last: bool = False,
+               batch_size: int | None = None) -> DataLoader:
+        dataset = self.datasets[split]
+        return DataLoader(SeededSamples(dataset) if split == "train" else dataset,
+                          batch_size=batch_size or self.batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available(), collate_fn=self.collate_fn(split))
+
+    def train_dataloader(self) -> DataLoader:
+        # Lightning may build this loader before it restores the loops from a checkpoint, so the
+        # sampler is told which epoch to shorten rather than the current one.
+        trainer = self.trainer
+        resume = None
+        if self.resume_batches is not None:
+            epoch, batches = self.resume_batches
+            resume = (epoch, batches * self.batch_size)
+            self.resume_batches = None
+        sampler = EpochShuffleSampler(self.datasets["train"], num_replicas=trainer.world_size if trainer else 1,
+                                      rank=trainer.global_rank if trainer else 0,
+                                      seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=True, resume=resume)
+        return self.loader("train", sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("predict" if "predict" in self.datasets else "val")
+
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self.resume_batches = (state["epoch"], state["batches"])

@@ -1,0 +1,18 @@
+"""Writing `gspn predict` outputs to files: one callback for every task, the format is the task's."""
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class PredictionWriter(BasePredictionWriter):
+    """After each predicted batch, hands the task's `predict_step` output to its `write_prediction`
+    with the output folder (created on first use)."""
+
+    def __init__(self, output_dir: str = "predictions"):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        pl_module.write_prediction(prediction, self.output_dir)
