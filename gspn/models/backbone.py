@@ -62,13 +62,15 @@ class GSPNBackbone(nn.Module):
     dims: four stage widths, or one int doubled per stage. chunks: per stage, one value for all its
     blocks or a list with one per block; an int k scans locally in chunks of k, None globally.
     Block options (ratio, d_state, compact, proxy_channels, kernel_size, lpu) apply to every block.
+    stage_norms: give every stage an output norm, which forward_intermediates(norm=True) applies
+    (for dense heads; a checkpoint without them loads with the norms reported missing).
     """
 
     def __init__(self, dims: int | Sequence[int] = 96, depths: Sequence[int] = (2, 2, 7, 2), *,
                  chunks: Sequence[Chunk | Sequence[Chunk]] = (2, 2, None, None), num_classes: int = 1000,
                  in_chans: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, drop_rate: float = 0.0,
                  ratio: float = 1.5, d_state: int = 8, compact: bool = False, proxy_channels: int = 2,
-                 kernel_size: int = 7, lpu: bool = False):
+                 kernel_size: int = 7, lpu: bool = False, stage_norms: bool = False):
         super().__init__()
         dims = [dims * 2**i for i in range(4)] if isinstance(dims, int) else list(dims)
         if len(dims) != 4 or len(depths) != 4 or len(chunks) != 4:
@@ -88,7 +90,8 @@ class GSPNBackbone(nn.Module):
                       for j in range(depth)]
             downsample = _downsample(dims[i - 1], dims[i]) if i > 0 else nn.Identity()
             self.stages.append(Stage(downsample, blocks))
-        self.stage_norms = nn.ModuleList(LayerNorm2d(dim) for dim in dims)  # for dense heads
+        # Output norms for dense heads; only built on request, since a classifier never uses them.
+        self.stage_norms = nn.ModuleList(LayerNorm2d(dim) for dim in dims) if stage_norms else None
         self.head = Head(dims[-1], num_classes, drop_rate)
 
         self.num_classes = num_classes
@@ -116,6 +119,9 @@ class GSPNBackbone(nn.Module):
             keep = list(range(stages - indices, stages))
         else:
             keep = [i % stages if -stages <= i < stages else i for i in indices]
+        if norm and self.stage_norms is None:
+            raise ValueError("forward_intermediates(norm=True) needs the stage norms: build the backbone "
+                             "with stage_norms=True")
         if any(not 0 <= i < stages for i in keep):
             raise ValueError(f"forward_intermediates: indices must select stages 0-{stages - 1}, got {indices}")
         final, kept = self._run_stages(x, set(keep), norm)

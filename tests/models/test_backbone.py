@@ -16,13 +16,51 @@ def nano():
 
 @pytest.mark.parametrize("size", [(33, 47), (32, 32), (65, 40)])
 def test_intermediates_have_strides_4_to_32(nano, size):
-    maps = nano.forward_intermediates(torch.randn(2, 3, *size))
+    x = torch.randn(2, 3, *size)
+    final, maps = nano.forward_intermediates(x)
     assert len(maps) == 4
     for i, (m, info) in enumerate(zip(maps, nano.feature_info)):
         assert info["reduction"] == 4 * 2**i
         expected = tuple(math.ceil(s / info["reduction"]) for s in size)
         assert m.shape == (2, info["num_chs"], *expected), f"stage {i}: {tuple(m.shape)}"
-    assert nano.forward_features(torch.randn(1, 3, *size)).shape == (1, nano.num_features, *maps[-1].shape[2:])
+    assert torch.equal(final, maps[-1])
+    assert torch.equal(nano.forward_features(x), final)
+
+
+def test_intermediates_selection_norms_and_layout(nano):
+    x = torch.randn(2, 3, 40, 56)
+    _, everything = nano.forward_intermediates(x)
+    chosen = nano.forward_intermediates(x, indices=[1, -1], intermediates_only=True)
+    assert [m.shape for m in chosen] == [everything[1].shape, everything[3].shape]
+    assert [m.shape for m in nano.forward_intermediates(x, indices=2, intermediates_only=True)] == [
+        everything[2].shape, everything[3].shape]
+    with pytest.raises(ValueError, match="stage_norms=True"):
+        nano.forward_intermediates(x, norm=True)
+    dense = create_model("gspn_nano", num_classes=0, stage_norms=True).eval()
+    dense.load_state_dict(nano.state_dict(), strict=False)
+    for norm in dense.stage_norms:
+        torch.nn.init.normal_(norm.weight)
+    normed = dense.forward_intermediates(x, norm=True, intermediates_only=True)
+    for i, (raw, out) in enumerate(zip(everything, normed)):
+        assert torch.allclose(out, dense.stage_norms[i](raw), atol=1e-6)
+        assert not torch.allclose(out, raw)
+    channels_last = nano.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
+    assert all(torch.equal(a.permute(0, 3, 1, 2), b) for a, b in zip(channels_last, everything))
+    with pytest.raises(ValueError, match="indices must select stages 0-3"):
+        nano.forward_intermediates(x, indices=[4])
+    with pytest.raises(ValueError, match="output_fmt"):
+        nano.forward_intermediates(x, output_fmt="NLC")
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 1, 32, 32), (2, 3, 32)])
+def test_a_wrong_input_shape_names_the_expected_one(nano, shape):
+    with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, height, width\), got"):
+        nano(torch.randn(*shape))
+
+
+def test_an_empty_batch_gives_an_empty_result(nano):
+    assert nano(torch.randn(0, 3, 32, 40)).shape == (0, 10)
+    assert [m.shape[0] for m in nano.forward_intermediates(torch.randn(0, 3, 32, 40), intermediates_only=True)] == [0] * 4
 
 
 def test_head_and_reset_classifier():
@@ -31,6 +69,7 @@ def test_head_and_reset_classifier():
     features = model.forward_features(x)
     assert model(x).shape == (2, 10)
     assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+    assert model.get_classifier() is model.head.fc and model.get_classifier().out_features == 10
     model.reset_classifier(3)
     assert model.num_classes == 3 and model(x).shape == (2, 3)
     model.reset_classifier(0)

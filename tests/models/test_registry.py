@@ -44,7 +44,7 @@ def test_list_create_and_override():
     model = create_model("gspn_nano", num_classes=7, depths=(1, 1, 1, 1))
     assert model.num_classes == 7 and [len(s.blocks) for s in model.stages] == [1, 1, 1, 1]
     assert [s.blocks[0].mixer.chunk for s in model.stages] == [2, 2, None, None]
-    with pytest.raises(KeyError, match="unknown model 'gspn_xl'; available: .*gspn_t"):
+    with pytest.raises(ValueError, match="unknown model 'gspn_xl'; available: .*gspn_t"):
         create_model("gspn_xl")
 
 
@@ -53,3 +53,29 @@ def test_register_model_refuses_duplicates():
         @register_model
         def gspn_t():
             pass
+
+
+def small_instance(name: str) -> tuple[torch.nn.Module, tuple]:
+    """The preset at its own width but shallow, with inputs of a small size for its kind."""
+    from gspn.models import GSPNBackbone
+
+    with torch.device("meta"):
+        kind = type(create_model(name))
+    if issubclass(kind, GSPNBackbone):
+        return create_model(name, depths=(1, 1, 1, 1), num_classes=5), (torch.randn(2, 3, 36, 44),)
+    model = create_model(name, depth=2)
+    x = torch.randn(2, model.in_chans, 8, 8)
+    return model, (x, torch.tensor([3, 700]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    model, inputs = small_instance(name)
+    out = model(*inputs)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(torch.isfinite(g).all() for g in grads.values() if g is not None)
+    unused = [n for n, g in grads.items() if g is None]
+    assert not unused, f"{name}: no gradient for {unused[:5]}"

@@ -1,3 +1,4 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -108,3 +109,58 @@ def test_training_samples_are_split_over_ranks(image_folder):
         keys.append([index for index, _, _ in data.train_dataloader().sampler])
     assert len(keys[0]) == len(keys[1]) == 4
     assert not set(keys[0]) & set(keys[1])
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(image_folder):
+    (image_folder / "train" / "fox").mkdir()
+    with pytest.raises(FileNotFoundError, match="without images: fox"):
+        ImageFolderDataModule(str(image_folder))
+
+
+@pytest.fixture
+def corrupt_folder(image_folder):
+    (image_folder / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    return image_folder
+
+
+def test_unreadable_images_are_named_by_the_scan(corrupt_folder):
+    data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="error")
+    with pytest.raises(RuntimeError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
+        data.setup("fit")
+
+
+def test_unreadable_images_can_be_skipped_with_a_warning(corrupt_folder):
+    data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="skip")
+    with pytest.warns(UserWarning, match="skipping unreadable image .*broken.jpg"):
+        data.setup("fit")
+    assert len(data.datasets["train"]) == 9
+
+
+def test_without_the_scan_an_unreadable_image_fails_naming_the_file(corrupt_folder):
+    data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0)
+    data.setup("fit")
+    broken = next(i for i, (path, _) in enumerate(data.datasets["train"].samples) if path.name == "broken.jpg")
+    with pytest.raises(RuntimeError, match="cannot read image .*broken.jpg"):
+        data.datasets["train"][broken]
+
+
+def test_predict_root_is_classified_in_file_order(image_folder):
+    data = ImageFolderDataModule(str(image_folder), image_size=32, batch_size=4, num_workers=0,
+                                 predict_root=str(image_folder / "val" / "dog"))
+    data.setup("predict")
+    images, paths = next(iter(data.predict_dataloader()))
+    assert images.shape == (2, 3, 32, 32)
+    assert [Path(p).name for p in paths] == ["0.jpg", "1.jpg"]
+    with pytest.raises(FileNotFoundError, match="predict_root: .*nowhere is not a folder"):
+        ImageFolderDataModule(str(image_folder), predict_root=str(image_folder / "nowhere")).setup("predict")
+
+
+def test_a_resumed_epoch_skips_the_batches_already_trained(image_folder):
+    data = ImageFolderDataModule(str(image_folder), image_size=32, batch_size=2, num_workers=0)
+    data.setup("fit")
+    whole = [key for key in data.train_dataloader().sampler]
+    data.load_state_dict({"epoch": 0, "batches": 3})
+    sampler = data.train_dataloader().sampler
+    assert len(sampler) == len(whole)
+    assert list(sampler) == whole[6:]
+    assert list(sampler) == whole  # only the first pass through the resumed epoch is shortened
