@@ -262,11 +262,21 @@ def test_evaluation_and_checkpoints_use_the_ema_weights(tmp_path):
     assert torch.equal(model.head.fc.weight, averaged[weight])
 
 
-def test_the_demo_config_runs(tmp_path):
+def test_the_demo_config_runs_composed_with_the_debug_preset(tmp_path):
     cli = cli_main(["fit", "--config", str(REPO / "tasks" / "classification" / "configs" / "demo.yaml"),
-                    "--trainer.strategy", "auto", "--trainer.devices", "1", "--trainer.fast_dev_run", "true",
+                    "--config", str(REPO / "configs" / "trainer" / "debug.yaml"),
                     "--trainer.default_root_dir", str(tmp_path)])
-    assert cli.trainer.global_step == 1
+    assert cli.trainer.global_step == 1 and cli.trainer.world_size == 1
+    assert isinstance(cli.model.model, torch.nn.Module) and cli.model.hparams.backbone == "gspn_nano"
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu", "ddp", "fsdp", "multinode", "debug"])
+def test_every_trainer_preset_composes(preset, config_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", config_file, "--config", str(REPO / "configs" / "trainer" / f"{preset}.yaml"),
+                  "--print_config"])
+    assert exit_info.value.code == 0
+    assert "trainer:" in capsys.readouterr().out
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):
