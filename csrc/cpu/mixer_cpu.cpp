@@ -312,9 +312,32 @@ void transpose(const T* __restrict__ src, int64_t lds, int64_t rows, int64_t col
   }
 }
 
+constexpr int64_t kPixelTile = 512;  // pixels per tile of the projection and its gradient
+
+// A dot product in 16 independent lanes (vectorised, and not one long dependency chain).
+template <typename T>
+double dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  T lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[i + l] * b[i + l];
+  }
+  double sum = 0.0;
+  for (; i < n; ++i) sum += double(a[i]) * double(b[i]);
+  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+template <typename T>
+void axpy(T alpha, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
 // The Stability-Context normalisation of one plane of logits (DESIGN 1.2), in the plane's layout.
 // The cross axis is the row index for horizontal scans and the column index for vertical ones.
-template <bool Horizontal, typename T>
+// Sigmoids: la, lb, lc already hold the sigmoids of the logits.
+template <bool Horizontal, bool Sigmoids, typename T>
 void normalize_plane(const T* __restrict__ la, const T* __restrict__ lb, const T* __restrict__ lc, int64_t H,
                      int64_t W, T* __restrict__ wa, T* __restrict__ wb, T* __restrict__ wc) {
   for (int64_t r = 0; r < H; ++r) {
@@ -322,7 +345,8 @@ void normalize_plane(const T* __restrict__ la, const T* __restrict__ lb, const T
     for (int64_t c = 0; c < W; ++c) {
       const int64_t p = r * W + c;
       const T first = Horizontal ? row_first : T(c > 0), last = Horizontal ? row_last : T(c < W - 1);
-      const T sa = sigmoid(la[p]) * first, sb = sigmoid(lb[p]), sc = sigmoid(lc[p]) * last;
+      const T sa = (Sigmoids ? la[p] : sigmoid(la[p])) * first, sb = Sigmoids ? lb[p] : sigmoid(lb[p]);
+      const T sc = (Sigmoids ? lc[p] : sigmoid(lc[p])) * last;
       const T inv = T(1) / (sa + sb + sc);
       wa[p] = sa * inv;
       wb[p] = sb * inv;
@@ -333,8 +357,9 @@ void normalize_plane(const T* __restrict__ la, const T* __restrict__ lb, const T
 
 // Gradients of the logits from those of the normalised weights: with w_i = s_i / S,
 // d s_i = (dw_i - sum_j dw_j w_j) / S and d logit_i = d s_i * sigmoid'(logit_i) (zero where masked).
+// sig_a, sig_b, sig_c: the sigmoids of the logits.
 template <bool Horizontal, typename T>
-void normalize_backward_plane(const T* __restrict__ la, const T* __restrict__ lb, const T* __restrict__ lc,
+void normalize_backward_plane(const T* __restrict__ sig_a, const T* __restrict__ sig_b, const T* __restrict__ sig_c,
                               const T* __restrict__ dwa, const T* __restrict__ dwb, const T* __restrict__ dwc,
                               int64_t lddw, int64_t H, int64_t W, T* __restrict__ ga, T* __restrict__ gb,
                               T* __restrict__ gc) {
@@ -343,7 +368,7 @@ void normalize_backward_plane(const T* __restrict__ la, const T* __restrict__ lb
     for (int64_t c = 0; c < W; ++c) {
       const int64_t p = r * W + c, q = r * lddw + c;
       const T first = Horizontal ? row_first : T(c > 0), last = Horizontal ? row_last : T(c < W - 1);
-      const T sga = sigmoid(la[p]), sgb = sigmoid(lb[p]), sgc = sigmoid(lc[p]);
+      const T sga = sig_a[p], sgb = sig_b[p], sgc = sig_c[p];
       const T sa = sga * first, sb = sgb, sc = sgc * last;
       const T inv = T(1) / (sa + sb + sc);
       const T mean = (dwa[q] * sa + dwb[q] * sb + dwc[q] * sc) * inv;
@@ -432,7 +457,11 @@ struct Work {
         wa(plane), wb(plane), wc(plane), v(plane), h(padded), t0(plane), t1(plane), t2(plane), zero(line, T(0)),
         d(backward ? plane : 0), dwa(backward ? plane : 0), dwb(backward ? plane : 0), dwc(backward ? plane : 0),
         fa(backward ? line : 0), fb(backward ? line : 0), fc(backward ? line : 0),
-        slots(slots * plane), dslots(backward ? slots * plane : 0) {}
+        acc(W), slots(slots * plane), dslots(backward ? slots * plane : 0) {
+    if (backward) {
+      for (auto& v : sig) v.resize(plane);
+    }
+  }
   int64_t plane, padded, line;
   std::vector<T> wa, wb, wc;  // line-major normalised weights of the current direction
   std::vector<T> v;           // line-major lam * x, or the gated output gradient
@@ -440,6 +469,8 @@ struct Work {
   std::vector<T> t0, t1, t2;  // planes in the input layout
   std::vector<T> zero;        // the state before a scan or chunk start
   std::vector<T> d, dwa, dwb, dwc, fa, fb, fc;
+  std::vector<T> acc;            // one row of partial sums
+  std::vector<T> sig[3];         // the sigmoids of the logits a~, b~, c~ (backward)
   std::vector<T> slots, dslots;  // with proj: the unit's planes of one direction, and their gradients
 };
 
@@ -463,31 +494,36 @@ void unit_planes(const Problem<T>& pr, int64_t b, int k, int64_t g, int64_t ch0,
     } else if (!pr.proj) {
       planes[i] = pr.params + ((b * kDirections + k) * lo.Q + rows[i]) * pr.plane;
     } else {
+      planes[i] = w.slots.data() + i * pr.plane;
+    }
+  }
+  if (!pr.proj) return;
+  // proj_row . z at every pixel, a tile of pixels at a time so that z's tile stays in L1 for all rows
+  const T* z = pr.params + b * pr.R * pr.plane;
+  for (int64_t p0 = 0; p0 < pr.plane; p0 += kPixelTile) {
+    const int64_t n = std::min(kPixelTile, pr.plane - p0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i] < 0) continue;
       const T* coef = pr.proj + (k * lo.Q + rows[i]) * pr.R;
-      const T* z = pr.params + b * pr.R * pr.plane;
-      T* __restrict__ out = w.slots.data() + i * pr.plane;
+      T* __restrict__ out = w.slots.data() + i * pr.plane + p0;
+      const T* __restrict__ z0 = z + p0;
       const T c0 = coef[0];
-      for (int64_t p = 0; p < pr.plane; ++p) out[p] = c0 * z[p];
-      for (int64_t r = 1; r < pr.R; ++r) {
-        const T cr = coef[r];
-        const T* __restrict__ zr = z + r * pr.plane;
-        for (int64_t p = 0; p < pr.plane; ++p) out[p] += cr * zr[p];
-      }
-      planes[i] = out;
+      for (int64_t p = 0; p < n; ++p) out[p] = c0 * z0[p];
+      for (int64_t r = 1; r < pr.R; ++r) axpy(coef[r], z + r * pr.plane + p0, out, n);
     }
   }
 }
 
 // The normalised weights of direction `dir` from the unit's logits, line-major in w.wa, w.wb, w.wc.
-template <typename T>
+template <bool Sigmoids = false, typename T>
 void weights(const Direction& dir, const T* la, const T* lb, const T* lc, int64_t H, int64_t W, Work<T>& w) {
   if (dir.horizontal) {
-    normalize_plane<true>(la, lb, lc, H, W, w.t0.data(), w.t1.data(), w.t2.data());
+    normalize_plane<true, Sigmoids>(la, lb, lc, H, W, w.t0.data(), w.t1.data(), w.t2.data());
     transpose(w.t0.data(), W, H, W, w.wa.data(), H);
     transpose(w.t1.data(), W, H, W, w.wb.data(), H);
     transpose(w.t2.data(), W, H, W, w.wc.data(), H);
   } else {
-    normalize_plane<false>(la, lb, lc, H, W, w.wa.data(), w.wb.data(), w.wc.data());
+    normalize_plane<false, Sigmoids>(la, lb, lc, H, W, w.wa.data(), w.wb.data(), w.wc.data());
   }
 }
 
@@ -560,6 +596,16 @@ void forward_all(const Problem<T>& pr, T* y, T* states) {
 
 // ---- backward ----
 
+// The row (within a direction's Q) of the unit's slot i: logits a, b, c, then lam, u, d per channel;
+// -1 for d without the skip.
+inline int64_t slot_row(const Layout& lo, int64_t i, int64_t g, int64_t ch0) {
+  if (i < 3) return i == 0 ? lo.a(g) : i == 1 ? lo.b(g) : lo.c(g);
+  const int64_t j = (i - 3) / 3, which = (i - 3) % 3;
+  if (which == 0) return lo.lam(ch0 + j);
+  if (which == 1) return lo.u(ch0 + j);
+  return lo.skip ? lo.d(ch0 + j) : -1;
+}
+
 template <typename T>
 void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const Outputs<T>& out, int64_t thread,
                    Work<T>& w, std::vector<const T*>& planes) {
@@ -579,7 +625,12 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
   for (int k = 0; k < kDirections; ++k) {
     const Direction dir = direction(k, H, W);
     unit_planes(pr, b, k, g, ch0, nch, w, planes);
-    weights(dir, planes[0], planes[1], planes[2], H, W, w);
+    for (int i = 0; i < 3; ++i) {  // the logits' sigmoids, kept for the weights' gradient below
+      const T* __restrict__ logits = planes[i];
+      T* __restrict__ sig = w.sig[i].data();
+      for (int64_t p = 0; p < plane; ++p) sig[p] = sigmoid(logits[p]);
+    }
+    weights<true>(dir, w.sig[0].data(), w.sig[1].data(), w.sig[2].data(), H, W, w);
     std::fill(w.dwa.begin(), w.dwa.end(), T(0));
     std::fill(w.dwb.begin(), w.dwb.end(), T(0));
     std::fill(w.dwc.begin(), w.dwc.end(), T(0));
@@ -614,33 +665,33 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
       T* __restrict__ dlam = grad_plane(k, 3 + 3 * j, lo.lam(ch));
       T* __restrict__ du = grad_plane(k, 4 + 3 * j, lo.u(ch));
       T* __restrict__ dd = d ? grad_plane(k, 5 + 3 * j, lo.d(ch)) : nullptr;
+      // the merge gradient sums gy * (u h + d x); per column first, so that the loops vectorise
+      T* __restrict__ acc = w.acc.data();
+      std::fill(acc, acc + W, T(0));
       for (int64_t r = 0; r < H; ++r) {
         const T* __restrict__ dr = dp + r * ldd;
         const T* __restrict__ hr = hp + r * ldh;
         const int64_t o = r * W;
-        T acc = T(0);
         if (d) {
-#pragma omp simd reduction(+ : acc)
           for (int64_t c = 0; c < W; ++c) {
             const T gm = m * gy[o + c];
             dx[o + c] += lam[o + c] * dr[c] + gm * d[o + c];
             dlam[o + c] = x[o + c] * dr[c];
             du[o + c] = gm * hr[c];
             dd[o + c] = gm * x[o + c];
-            acc += gy[o + c] * (u[o + c] * hr[c] + d[o + c] * x[o + c]);
+            acc[c] += gy[o + c] * (u[o + c] * hr[c] + d[o + c] * x[o + c]);
           }
         } else {
-#pragma omp simd reduction(+ : acc)
           for (int64_t c = 0; c < W; ++c) {
             const T gm = m * gy[o + c];
             dx[o + c] += lam[o + c] * dr[c];
             dlam[o + c] = x[o + c] * dr[c];
             du[o + c] = gm * hr[c];
-            acc += gy[o + c] * u[o + c] * hr[c];
+            acc[c] += gy[o + c] * u[o + c] * hr[c];
           }
         }
-        dmerge += acc;
       }
+      for (int64_t c = 0; c < W; ++c) dmerge += acc[c];
     }
     out.dmerge[unit * kDirections + k] += dmerge;
     {  // the logits' gradients from the weights' (summed over the unit's channels)
@@ -652,10 +703,10 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
         transpose(w.dwa.data(), H, W, H, w.t0.data(), W);
         transpose(w.dwb.data(), H, W, H, w.t1.data(), W);
         transpose(w.dwc.data(), H, W, H, w.t2.data(), W);
-        normalize_backward_plane<true>(planes[0], planes[1], planes[2], w.t0.data(), w.t1.data(), w.t2.data(), W, H,
+        normalize_backward_plane<true>(w.sig[0].data(), w.sig[1].data(), w.sig[2].data(), w.t0.data(), w.t1.data(), w.t2.data(), W, H,
                                        W, ga, gb, gc);
       } else {
-        normalize_backward_plane<false>(planes[0], planes[1], planes[2], w.dwa.data(), w.dwb.data(), w.dwc.data(), W,
+        normalize_backward_plane<false>(w.sig[0].data(), w.sig[1].data(), w.sig[2].data(), w.dwa.data(), w.dwb.data(), w.dwc.data(), W,
                                         H, W, ga, gb, gc);
       }
     }
@@ -663,25 +714,19 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
       const T* z = pr.params + b * pr.R * plane;
       T* dz = out.dz + (thread * pr.B + b) * pr.R * plane;
       double* dproj = out.dproj + thread * kDirections * Q * pr.R;
-      for (int64_t i = 0; i < 3 + 3 * nch; ++i) {
-        const int64_t j = (i - 3) / 3, which = (i - 3) % 3;
-        const int64_t row = i < 3 ? (i == 0 ? lo.a(g) : i == 1 ? lo.b(g) : lo.c(g))
-                                  : which == 0 ? lo.lam(ch0 + j) : which == 1 ? lo.u(ch0 + j) : lo.d(ch0 + j);
-        if (i >= 3 && which == 2 && !lo.skip) continue;
-        const T* __restrict__ dq = w.dslots.data() + i * plane;
-        const T* coef = pr.proj + (k * Q + row) * pr.R;
-        double* drow = dproj + (k * Q + row) * pr.R;
-        for (int64_t r = 0; r < pr.R; ++r) {
-          const T* __restrict__ zr = z + r * plane;
-          T* __restrict__ dzr = dz + r * plane;
-          const T cr = coef[r];
-          T dot = T(0);
-#pragma omp simd reduction(+ : dot)
-          for (int64_t p = 0; p < plane; ++p) {
-            dot += dq[p] * zr[p];
-            dzr[p] += cr * dq[p];
+      const int64_t slots = 3 + 3 * nch;
+      for (int64_t p0 = 0; p0 < plane; p0 += kPixelTile) {  // a tile of dz and z stays in L1 for all rows
+        const int64_t n = std::min(kPixelTile, plane - p0);
+        for (int64_t i = 0; i < slots; ++i) {
+          const int64_t row = slot_row(lo, i, g, ch0);
+          if (row < 0) continue;
+          const T* dq = w.dslots.data() + i * plane + p0;
+          const T* coef = pr.proj + (k * Q + row) * pr.R;
+          double* drow = dproj + (k * Q + row) * pr.R;
+          for (int64_t r = 0; r < pr.R; ++r) {
+            drow[r] += dot(dq, z + r * plane + p0, n);
+            axpy(coef[r], dq, dz + r * plane + p0, n);
           }
-          drow[r] += dot;
         }
       }
     }

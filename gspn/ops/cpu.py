@@ -14,7 +14,7 @@ SOURCES = ("cpu/propagate_cpu.cpp", "cpu/mixer_cpu.cpp")
 def unavailable_reason(device: torch.device) -> str | None:
     if device.type != "cpu":
         return f"the cpu kernels take cpu tensors, not {device.type}"
-    return build.load_extension("gspn_cpu", SOURCES, extra_cflags=("-O3", "-fopenmp"), extra_ldflags=("-fopenmp",))
+    return build.load_extension("gspn_cpu", SOURCES, extra_cflags=("-O3", "-fopenmp", "-fno-trapping-math"), extra_ldflags=("-fopenmp",))
 
 
 def forward(x, lam, a, b, c, direction, chunk):
