@@ -13,9 +13,10 @@ from gspn.models import create_model, list_models, load_checkpoint
 
 
 def build_network(arch: str, overrides: dict) -> nn.Module:
-    """A preset of gspn.models by name, or any class with the backbone API by dotted path."""
+    """A preset of gspn.models by name (with its stage output norms), or any class with the backbone API
+    by dotted path (built with `overrides` only)."""
     if arch in list_models():
-        return create_model(arch, num_classes=0, **overrides)
+        return create_model(arch, num_classes=0, stage_norms=True, **overrides)
     module_name, _, class_name = arch.rpartition(".")
     try:
         network_class = getattr(importlib.import_module(module_name), class_name) if module_name else None
