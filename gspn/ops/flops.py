@@ -24,3 +24,28 @@ def propagate_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
 @register_flop_formula(torch.ops.gspn.propagate_backward)
 def propagate_backward_flop(dh_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * BACKWARD_MACS_PER_ELEMENT * math.prod(dh_shape)
+
+
+# The fused mixer op (gspn.ops.mixer) counts what the per-direction mixer counted for the same work:
+# four scans at 4 MACs per element, the merge of the four directions (4 MACs per output element, as
+# its einsum was counted) and, with `proj`, the 1x1 projection it applies per pixel (4Q * R MACs).
+MIXER_FORWARD_MACS_PER_ELEMENT = 4 * FORWARD_MACS_PER_ELEMENT + 4
+MIXER_BACKWARD_MACS_PER_ELEMENT = 4 * BACKWARD_MACS_PER_ELEMENT + 8
+
+
+def _projection_macs(x_shape, proj_shape) -> int:
+    if proj_shape is None:
+        return 0
+    B, _, H, W = x_shape
+    return B * H * W * math.prod(proj_shape)
+
+
+@register_flop_formula(torch.ops.gspn.mixer_propagate)
+def mixer_propagate_flop(x_shape, params_shape, merge_shape, proj_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * (MIXER_FORWARD_MACS_PER_ELEMENT * math.prod(x_shape) + _projection_macs(x_shape, proj_shape))
+
+
+@register_flop_formula(torch.ops.gspn.mixer_propagate_backward)
+def mixer_propagate_backward_flop(gy_shape, x_shape, params_shape, merge_shape, proj_shape, *args, out_shape=None,
+                                  **kwargs) -> int:
+    return 2 * (MIXER_BACKWARD_MACS_PER_ELEMENT * math.prod(x_shape) + 2 * _projection_macs(x_shape, proj_shape))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gspn.nn import DIRECTIONS, GSPNMixer, scan_directions
+from gspn.nn import DIRECTIONS, GSPNMixer, scan_directions, use_fused_mixers
 
 H, W = 5, 8  # non-square on purpose: the official transposed-copy merge cannot run it
 
@@ -99,3 +99,79 @@ def test_mixer_runs_under_bf16_autocast():
         y = mixer(x)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), mixer(x), atol=0.05, rtol=0.05)
+
+
+def _outputs_and_grads(mixer, x):
+    y = mixer(x)
+    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    return [y] + list(torch.autograd.grad((y * weight).sum(), [x] + list(mixer.parameters())))
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("chunk,size", [(None, (7, 10)), (3, (9, 5))])
+def test_fused_mixer_equals_the_per_direction_path(compact, chunk, size):
+    """The fused op against the composition of propagate calls: output and every gradient (input and
+    parameters) to float32 rounding, with and without saved hidden states."""
+    torch.manual_seed(0)
+    mixer = GSPNMixer(12, chunk=chunk, d_state=4, compact=compact)
+    with torch.no_grad():
+        mixer.merge.copy_(torch.tensor([0.7, -0.3, 0.45, 0.2]))
+        mixer.grn.gamma.normal_()
+    x = torch.randn(2, 12, *size, requires_grad=True)
+    mixer.fused = False
+    want = _outputs_and_grads(mixer, x)
+    names = ["y", "x"] + [n for n, _ in mixer.named_parameters()]
+    for save in (False, True):
+        use_fused_mixers(mixer, True, save_states=save)
+        for name, g, w in zip(names, _outputs_and_grads(mixer, x), want):
+            scale = w.abs().max()  # reductions over many pixels (merge, GRN) round at their own scale
+            # the merge gradient sums terms that largely cancel, in another order (GSPN-2 merges before up)
+            atol = 5e-4 if name == "merge" else 2e-6
+            torch.testing.assert_close(g / scale, w / scale, atol=atol, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_fused_mixer_under_bf16_autocast_is_bounded(compact):
+    torch.manual_seed(0)
+    mixer = GSPNMixer(8, chunk=None, d_state=4, compact=compact)
+    x = torch.randn(2, 8, 6, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mixer(x)
+    y.float().square().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    mixer.fused = False
+    torch.testing.assert_close(y.float(), mixer(x), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_torch_compile_traces_the_fused_mixer_without_graph_breaks(compact):
+    torch.manual_seed(0)
+    mixer = GSPNMixer(8, chunk=2, d_state=4, compact=compact)
+    x = torch.randn(1, 8, 5, 6, requires_grad=True)
+    want = _outputs_and_grads(mixer, x)
+    compiled = torch.compile(mixer, fullgraph=True, backend="aot_eager")
+    for g, w in zip(_outputs_and_grads(compiled, x), want):
+        torch.testing.assert_close(g, w)
+
+
+def _saved_bytes(mixer, x):
+    seen = {}
+    skip = {p.untyped_storage().data_ptr() for p in mixer.parameters()} | {x.untyped_storage().data_ptr()}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mixer(x)
+    return sum(seen.values())
+
+
+def test_fused_gspn1_mixer_saves_under_a_quarter_of_the_per_direction_activations():
+    mixer = GSPNMixer(16, d_state=8)
+    x = torch.randn(2, 16, 24, 24, requires_grad=True)
+    fused = _saved_bytes(mixer, x)
+    mixer.fused = False
+    per_direction = _saved_bytes(mixer, x)
+    assert fused * 4 <= per_direction, (fused, per_direction)
