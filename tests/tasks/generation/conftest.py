@@ -13,7 +13,7 @@ def tiny_config(root: Path, **trainer) -> dict:
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "default_root_dir": str(root),
                     "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
-                    "num_sanity_val_steps": 0, **trainer},
+                    "num_sanity_val_steps": 0} | trainer,
         "model": {"class_path": "GenerationTask",
                   "init_args": {"denoiser": "gspn_denoiser_nano4", "denoiser_args": TINY_DENOISER, "lr": 1e-3,
                                 "sampler": "ddim", "sampling_steps": 2, "grid_samples": 1}},

@@ -1,0 +1,90 @@
+"""The diffusion wiring: schedulers, guidance and label dropout, against exact expectations."""
+
+import pytest
+import torch
+from torch import nn
+
+from gspn.tasks.generation.diffusion import (
+    diffusion_loss,
+    drop_labels,
+    guided_prediction,
+    sample,
+    sampling_scheduler,
+    training_scheduler,
+)
+
+
+class Oracle(nn.Module):
+    """Returns the true noise of x_t for a known clean x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
+
+    def __init__(self, x0: torch.Tensor, scheduler):
+        super().__init__()
+        self.x0 = x0
+        self.alphas_cumprod = scheduler.alphas_cumprod
+
+    def forward(self, x, t, y):
+        abar = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+        return (x - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 20), ("dpm_solver", 20), ("ddpm", 50)])
+def test_an_oracle_denoiser_recovers_the_clean_input(sampler, steps):
+    torch.manual_seed(0)
+    x0 = torch.rand(2, 3, 8, 8) * 2 - 1
+    training = training_scheduler()
+    scheduler = sampling_scheduler(training, sampler)
+    result = sample(Oracle(x0, training), scheduler, torch.randn_like(x0), torch.tensor([0, 1]), steps=steps,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(result, x0, atol=1e-3)
+
+
+def test_the_loss_of_an_oracle_is_zero_and_of_a_wrong_model_is_not():
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 3, 8, 8)
+    scheduler = training_scheduler()
+    assert diffusion_loss(Oracle(x0, scheduler), scheduler, x0, None) < 1e-8
+    assert diffusion_loss(Oracle(x0 + 0.1, scheduler), scheduler, x0, None) > 1e-4
+
+
+class TwoHeaded(nn.Module):
+    """Different outputs for the null class (label 9) and real classes."""
+
+    def forward(self, x, t, y):
+        return torch.where((y == 9).view(-1, 1, 1, 1), -x, 2 * x + y.view(-1, 1, 1, 1))
+
+
+def test_guidance_scale_one_is_the_conditional_prediction_and_others_extrapolate():
+    model, x, t, y = TwoHeaded(), torch.randn(3, 3, 4, 4), torch.tensor([5, 5, 5]), torch.tensor([0, 1, 2])
+    conditional = model(x, t, y)
+    assert torch.equal(guided_prediction(model, x, t, y, 1.0, 9), conditional)
+    unconditional = model(x, t, torch.full_like(y, 9))
+    assert torch.allclose(guided_prediction(model, x, t, y, 3.0, 9), unconditional + 3 * (conditional - unconditional))
+    assert torch.allclose(guided_prediction(model, x, t, y, 0.0, 9), unconditional)
+
+
+def test_label_dropout_uses_the_null_class_at_the_configured_rate():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 8, (100_000,))
+    dropped = drop_labels(labels, 0.1, 8)
+    changed = dropped != labels
+    assert (dropped[changed] == 8).all()
+    assert changed.float().mean().item() == pytest.approx(0.1, abs=0.005)
+    assert torch.equal(drop_labels(labels, 0.0, 8), labels)
+
+
+def test_v_prediction_targets_the_velocity():
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 3, 8, 8)
+    scheduler = training_scheduler(prediction_type="v_prediction")
+
+    class VelocityOracle(Oracle):
+        def forward(self, x, t, y):
+            abar = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+            return abar.sqrt() * super().forward(x, t, y) - (1 - abar).sqrt() * self.x0
+
+    assert diffusion_loss(VelocityOracle(x0, scheduler), scheduler, x0, None) < 1e-8
+
+
+def test_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        sampling_scheduler(training_scheduler(), "euler")

@@ -1,0 +1,145 @@
+"""GenerationTask through the real `gspn` command on tiny configs, on CPU."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning
+import pytest
+import torch
+from lightning.pytorch import Callback
+from PIL import Image
+
+from gspn.cli import cli_main
+from gspn.tasks.classification import ClassificationTask
+from gspn.tasks.generation import GenerationTask
+
+from .conftest import tiny_config, write_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def run(command: str, config: dict, path: Path, *extra: str):
+    return cli_main([command, "--config", write_config(path, config), *extra])
+
+
+def test_importing_the_task_does_not_import_diffusers():
+    code = "import sys, gspn.tasks.generation; assert 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_fit_links_the_data_writes_a_grid_then_predict_writes_files(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    cli = run("fit", config, tmp_path / "fit.yaml")
+    assert (cli.model.hparams.num_classes, cli.model.hparams.image_size) == (8, 16)
+    assert {"train_loss", "val_loss"} <= set(cli.trainer.callback_metrics)
+    grids = list((tmp_path / "run").rglob("samples/step_0000002.png"))
+    assert len(grids) == 1 and Image.open(grids[0]).size == (16, 8 * 16)  # one column, a row per class
+
+    config["data"]["init_args"]["samples_per_class"] = 3
+    run("predict", config, tmp_path / "predict.yaml", "--ckpt_path", "last")
+    out = tmp_path / "run" / "predictions"
+    for name in ("horizontal_bar", "ring"):
+        assert sorted(path.name for path in (out / name).iterdir()) == ["00000.png", "00001.png", "00002.png"]
+        assert Image.open(out / f"{name}.png").size == (3 * 16, 16)
+    assert len(list(out.iterdir())) == 4
+
+
+class StopAfterFirstEpoch(Callback):
+    """An interruption: the schedule still spans max_steps, but training stops after epoch 0 (2 steps)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    """Label dropout, noise, timesteps and the EMA are random or stateful: the second epoch must replay."""
+    def config(root: Path, callbacks: list[dict]) -> dict:
+        settings = tiny_config(root, max_steps=4, callbacks=callbacks)
+        settings["model"]["init_args"].update(ema_decay=0.9, warmup_steps=1, label_dropout=0.5, grid_samples=0)
+        return settings
+
+    straight = run("fit", config(tmp_path / "straight", []), tmp_path / "a.yaml").model.state_dict()
+    stop = [{"class_path": f"{__name__}.StopAfterFirstEpoch"}]
+    assert run("fit", config(tmp_path / "resumed", stop), tmp_path / "b.yaml").trainer.global_step == 2
+    resumed_cli = run("fit", config(tmp_path / "resumed", []), tmp_path / "c.yaml", "--ckpt_path", "last")
+    assert resumed_cli.trainer.global_step == 4
+    resumed = resumed_cli.model.state_dict()
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def tiny_classifier_checkpoint(path: Path) -> str:
+    task = ClassificationTask(backbone="gspn_nano", backbone_args={"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2},
+                              num_classes=8)
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return str(path)
+
+
+def test_validate_reports_fid_kid_class_accuracy_and_the_real_baseline(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    config["model"]["init_args"].update(eval_samples=8, kid_subset_size=4,
+                                        fid_classifier=tiny_classifier_checkpoint(tmp_path / "judge.ckpt"))
+    metrics = run("validate", config, tmp_path / "validate.yaml").trainer.callback_metrics
+    assert {"val_loss", "val_fid", "val_kid", "val_class_acc", "val_real_class_acc", "val_fid_real_vs_real"} <= set(metrics)
+    assert 0 <= metrics["val_class_acc"] <= 1 and metrics["val_fid"] >= 0
+
+
+def test_sampling_at_twice_the_training_resolution(tmp_path):
+    run("fit", tiny_config(tmp_path / "run"), tmp_path / "fit.yaml")
+    task = GenerationTask.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    labels = torch.tensor([0, 5])
+    images = task.generate(labels, task.sample_noise(labels, torch.arange(2), size=32), steps=2)
+    assert images.shape == (2, 3, 32, 32) and images.isfinite().all()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        task.check_size("sample_size", 30)
+
+
+def tiny_autoencoder(folder: Path) -> str:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4,
+                  sample_size=16).save_pretrained(folder)
+    return str(folder)
+
+
+def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp_path):
+    from gspn.tasks.generation.autoencoder import LatentCodec, extract_latents
+    from gspn.tasks.generation.data import SyntheticShapesGenerationData
+
+    folder = tiny_autoencoder(tmp_path / "vae")
+    config = tiny_config(tmp_path / "run")
+    config["model"]["init_args"].update(autoencoder=folder, denoiser="gspn_denoiser_nano2")
+    cli = run("fit", config, tmp_path / "latent.yaml")
+    assert cli.model.model.in_chans == 4
+    assert not any(key.startswith("helpers") or "vae" in key for key in cli.model.state_dict())
+    run("predict", config, tmp_path / "latent.yaml", "--ckpt_path", "last")
+    assert Image.open(tmp_path / "run" / "predictions" / "ring" / "00000.png").size == (16, 16)
+
+    data = SyntheticShapesGenerationData(num_train=24, num_val=4, image_size=16)
+    data.setup("fit")
+    latents = extract_latents(data.datasets["train"], LatentCodec(folder), tmp_path / "latents.pt",
+                              classes=data.classes, image_size=16)
+    config["data"] = {"class_path": "LatentFileData",
+                      "init_args": {"path": str(latents), "num_val": 4, "batch_size": 8, "num_workers": 0}}
+    cli = run("fit", config, tmp_path / "from_file.yaml")
+    assert cli.trainer.global_step == 2 and cli.model.hparams.image_size == 16
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"data": {"init_args": {"predict_classes": ["ring", "star"]}}}, "'star' is not a class"),
+    ({"data": {"init_args": {"predict_classes": [8]}}}, "8 is not a class"),
+    ({"model": {"init_args": {"guidance_scale": -1.0}}}, "guidance_scale must be at least 0"),
+    ({"data": {"init_args": {"image_size": 18}}}, "image_size 18 is not a multiple of 4"),
+    ({"model": {"init_args": {"autoencoder": "/nonexistent/vae"}}}, "is not a folder holding an AutoencoderKL"),
+    ({"model": {"init_args": {"sampler": "euler"}}}, "sampler must be one of"),
+])
+def test_bad_settings_are_clear_errors_before_training(override, message, config_file, tmp_path, capsys):
+    bad = write_config(tmp_path / "bad.yaml", override)
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", config_file, "--config", bad])
+    assert message in capsys.readouterr().err
