@@ -127,10 +127,14 @@ class GSPNMixer(nn.Module):
         return self.propagation.chunk
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.dwconv(self.in_proj(x))
+        x = self.in_proj(x)
         if self.fused:
+            # the depthwise conv's backward is several times faster in channels-last on CPU; the
+            # propagation reads NCHW planes
+            x = self.dwconv(x.contiguous(memory_format=torch.channels_last)).contiguous()
             y = self.propagation.mixed(x, self.merge)
         else:
+            x = self.dwconv(x)
             y = self.propagation(x)
             y = torch.einsum("k,bkchw->bchw", self.merge.to(y.dtype), y)
         return self.out_proj(self.grn(self.norm(y)))
