@@ -9,7 +9,9 @@
 // and optionally d (C planes each); or, with `proj` (4 * Q, R), the low-rank proxy z (B, R, H, W)
 // from which each work unit computes just the planes it needs (the full map is never stored).
 //
-// Work units are (batch, weight group, share of the group's channels), as in propagate_cpu.cpp.
+// Work units are (batch, weight group, share of the group's channels), as in propagate_cpu.cpp; the
+// threads take them one at a time from a shared counter, so a thread slowed down by other processes
+// on the machine holds up no one.
 // A unit walks the four directions in turn with everything it touches in per-thread scratch of a
 // few planes. Vertical scans ("tb", "bt") run on the planes in place, a line being a row; horizontal
 // ones ("lr", "rl") on transposed scratch copies, a line being a column. The hidden state lines are
@@ -23,6 +25,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -585,10 +588,11 @@ void forward_unit(const Problem<T>& pr, int64_t b, int64_t g, int64_t ch0, int64
 template <typename T>
 void forward_all(const Problem<T>& pr, T* y, T* states) {
   const Units units(pr.B, pr.layout.G, pr.C / pr.layout.G);
-  at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     Work<T> w(pr.H, pr.W, pr.proj ? 3 + 3 * units.max_channels() : 0, false);
     std::vector<const T*> planes;
-    for (int64_t u = begin; u < end; ++u) {
+    for (int64_t u = next++; u < units.count(); u = next++) {
       forward_unit(pr, units.batch(u), units.group(u), units.first(u), units.channels(u), w, planes, y, states);
     }
   });
@@ -735,11 +739,12 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
 
 template <typename T>
 void backward_all(const Problem<T>& pr, const Units& units, const Outputs<T>& out) {
-  at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     Work<T> w(pr.H, pr.W, pr.proj ? 3 + 3 * units.max_channels() : 0, true);
     std::vector<const T*> planes;
     const int64_t thread = at::get_thread_num();
-    for (int64_t u = begin; u < end; ++u) backward_unit(pr, units, u, out, thread, w, planes);
+    for (int64_t u = next++; u < units.count(); u = next++) backward_unit(pr, units, u, out, thread, w, planes);
   });
 }
 
