@@ -6,8 +6,9 @@
 #   SANITIZER_ARGS="--kernel-name kns=gspn_cuda" scripts/cuda_sanitize.sh   # only our kernels
 #
 # The cases cover every direction, chunks with W % chunk != 0, G in {1, middle, C}, more channels per
-# group than one block takes (the workspace reduction), a cross axis longer than a block, and every
-# dtype. Exits non-zero on the first tool that reports an error.
+# group than one block takes (the workspace reduction), a cross axis longer than a block, warp mode
+# (cross axis <= 64: shuffles) and block mode with several warps per line, 16-bit inputs copied in
+# pairs (even W) and one at a time (odd W), and every dtype. Exits non-zero on the first tool that reports an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -21,7 +22,8 @@ from gspn.ops import propagate
 from gspn.ops import cuda as backend
 reason = backend.unavailable_reason(torch.device("cuda"))
 assert reason is None, reason
-shapes = [(1, 4, 2, 5, 7, 3), (1, 40, 1, 3, 6, None), (1, 2, 2, 3, 530, 7), (1, 3, 3, 1, 2, 1)]
+shapes = [(1, 4, 2, 5, 7, 3), (1, 40, 1, 3, 6, None), (1, 2, 2, 3, 530, 7), (1, 3, 3, 1, 2, 1),
+          (1, 3, 1, 70, 66, 5), (2, 20, 1, 33, 12, None)]
 for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     for B, C, G, H, W, chunk in shapes:
         for direction in ("lr", "rl", "tb", "bt"):

@@ -8,21 +8,28 @@
 // Work split: one block per (batch, weight group, tile of kt channels of that group). The whole
 // cross axis of a line belongs to the block (neighbours i-1, i+1 couple it at every step), and each
 // weight loaded is used for all kt channels (kt <= 32, fewer when the grid would otherwise leave SMs
-// idle or shared memory is short). The block is 2D: threadIdx.x walks cross positions x, x +
-// blockDim.x, ...; threadIdx.y walks channels y, y + blockDim.y, ... of the tile, so many channels
-// sharing one weight plane are scanned in parallel (at most 512 threads). The cross axis is limited
-// by one block's shared memory, the same for forward and backward (the forward refuses what the
-// backward could not take): about 6400 (float32/16) or 3200 (float64) positions on an H100.
+// idle or shared memory is short). The block is 2D: threadIdx.y walks the channels of the tile, so
+// channels sharing one weight plane are scanned in parallel (at most 512 threads). Two step modes:
+// - block mode (N > 64): threadIdx.x walks cross positions x, x + blockDim.x, ...; the state of a
+//   line lives in shared memory and every step ends with __syncthreads;
+// - warp mode (N <= 64): one warp per channel (blockDim = 32 x kt), lane l owns positions 2l and
+//   2l+1; the state lives in registers, neighbours come by warp shuffles, no barrier per step.
+// The cross axis is limited by one block's shared memory, the same for forward and backward (the
+// forward refuses what the backward could not take): about 6400 (float32/16) or 3200 (float64)
+// positions on an H100.
 //
-// Tiles: the block walks the scan in tiles of T <= 32 steps. For a tile it loads every input of
-// those T lines into shared memory with unrolled register staging (each thread issues kStage
-// elements' loads of every array before it waits for any), scans the tile in shared memory (one
-// __syncthreads per step), then writes the tile out; the backward loads lam and x before it stores
-// dx and dlam. Loads and stores are coalesced for every
-// direction: the flat index of a tile element runs fastest along whichever axis is contiguous in
-// memory (the cross axis for tb/bt, the scan axis for lr/rl). For lr/rl the shared-memory rows are
-// padded to an odd pitch, so both the loads (scan axis fastest) and the scan (cross axis fastest)
-// are free of bank conflicts. Everything on chip is float32 (float64 for double inputs).
+// Tiles: the block walks the scan in tiles of T <= 32 steps, held in shared memory as float32
+// (float64 for double inputs). Ring plans (all but the longest cross axes) copy the raw inputs of
+// the next tile into a staging area with asynchronous copies (`__pipeline_memcpy_async`: cp.async
+// on sm_80 and later) while the current tile is scanned: the staging area and the working tile form
+// a two-stage ring, so a whole tile of loads is in flight during every scan. The backward also
+// fetches lam and x of the current tile during its scan, for dx and dlam. Plans without a ring (the
+// longest cross axes) load a tile with unrolled register staging (each thread issues kStage
+// elements' loads of every array before it waits for any) and the backward loads lam and x before
+// it stores dx and dlam. Loads and stores are coalesced for every direction: copies and the flat
+// index of a tile element run fastest along whichever axis is contiguous in memory (the cross axis
+// for tb/bt, the scan axis for lr/rl). For lr/rl the working rows are padded to an odd pitch, so
+// both the loads (scan axis fastest) and the scan (cross axis fastest) are free of bank conflicts.
 //
 // Weight gradients sum over the channels of a group. When the block owns the whole group (kt == K)
 // it writes them directly; otherwise each channel tile writes its partial sums to a float32
@@ -30,18 +37,24 @@
 // bitwise identical.
 #include "propagate_kernels.cuh"
 
+#include <initializer_list>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_pipeline_primitives.h>
 
 namespace gspn_cuda {
 namespace detail {
 
 constexpr int kMaxThreads = 512;  // with 2 blocks per SM: 64 registers a thread, no spills
 constexpr int kMaxChannelTile = 32;
-constexpr int kMinSpreadTile = 4;   // channel tiles are split down to this to fill the SMs
+constexpr int kMinSpreadTile = 1;  // channel tiles are split down to this to fill the SMs
 // Values each thread loads before it waits (register staging), as many as fit in 64 registers.
-constexpr int kForwardStage = 16, kBackwardStage = 6, kBackwardStageDouble = 6;
+constexpr int kForwardStage = 2, kBackwardStage = 2, kBackwardStageDouble = 2;
 constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and later
+constexpr int kWarpCross = 64;       // warp mode: cross axes up to two positions per lane
+constexpr int kWarpChannelTile = kMaxThreads / 32;  // warp mode: one warp per channel
+constexpr unsigned kFullWarp = 0xffffffffu;
 
 template <typename T> struct Accumulator { using type = float; };
 template <> struct Accumulator<double> { using type = double; };
@@ -109,6 +122,66 @@ __device__ __forceinline__ void tile_coord(const Geometry& g, int steps, int e, 
   }
 }
 
+// The staging area of one plane: raw copies (the input type) of a span of lines, in memory order.
+// A run is a contiguous stretch of memory: one per cross position for lr/rl (the lines of the span),
+// one per line for tb/bt (its cross positions). Run r sits at r * pitch; copy granules of `granule`
+// elements start at an aligned address, `lead` elements before the run's first element.
+struct StageLayout {
+  int pitch, plane;
+  __host__ __device__ StageLayout(const Geometry& g, int tile, int max_granule) {
+    const int longest = g.cross_contiguous ? g.N : tile;
+    pitch = (longest + 2 * (max_granule - 1)) / max_granule * max_granule;
+    plane = (g.cross_contiguous ? tile : g.N) * pitch;
+  }
+};
+
+struct Span {
+  int first, n;     // lines first .. first + n - 1
+  int runs, len;    // runs and elements per run
+  int lead, granules;  // elements before the run's first one; granules per run
+
+  __device__ Span(const Geometry& g, int first_, int n_, int granule) : first(first_), n(n_) {
+    runs = g.cross_contiguous ? n : g.N;
+    len = g.cross_contiguous ? g.N : n;
+    lead = n > 0 ? static_cast<int>(run_start(g, 0) % granule) : 0;
+    granules = (lead + len + granule - 1) / granule;
+  }
+  // Offset in the plane of run r's first element.
+  __device__ int64_t run_start(const Geometry& g, int r) const {
+    if (g.cross_contiguous) return g.offset(first + r, 0);
+    return g.offset(g.reversed ? first + n - 1 : first, r);
+  }
+  // Where line s (absolute), position i sits in the staging plane.
+  __device__ int at(const Geometry& g, const StageLayout& sl, int s, int i) const {
+    if (g.cross_contiguous) return (s - first) * sl.pitch + lead + i;
+    return i * sl.pitch + lead + (g.reversed ? first + n - 1 - s : s - first);
+  }
+};
+
+// Issue the copies of a span of one plane into its staging plane: granules of 4, 8 or 16 bytes by
+// cp.async (one 16-bit element at a time, synchronously, where pairs would be misaligned).
+template <typename T>
+__device__ __forceinline__ void copy_span(T* stage, const T* plane, const Geometry& g, const StageLayout& sl,
+                                          const Span& sp, int granule, int tid, int nt) {
+  const int total = sp.runs * sp.granules;
+#pragma unroll 1
+  for (int q = tid; q < total; q += nt) {
+    const int r = q / sp.granules, k = q - r * sp.granules;
+    const T* src = plane + sp.run_start(g, r) - sp.lead + k * granule;
+    T* dst = stage + r * sl.pitch + k * granule;
+    if (granule * sizeof(T) >= 4) __pipeline_memcpy_async(dst, src, granule * sizeof(T));
+    else *dst = *src;
+  }
+}
+
+// The same, called rather than inlined: the backward issues 4 kt + 3 spans per tile from two places,
+// and inlined they spill registers.
+template <typename T>
+__device__ __noinline__ void copy_span_call(T* stage, const T* plane, const Geometry& g, const StageLayout& sl,
+                                            const Span& sp, int granule, int tid, int nt) {
+  copy_span(stage, plane, g, sl, sp, granule, tid, nt);
+}
+
 // One line of the state in shared memory, for channels k and cross positions i.
 template <typename A> struct Line {
   A* p;
@@ -153,6 +226,10 @@ struct Config {
   int chunk;              // 0: global (also when the chunk is at least the scan length)
   int64_t channel_tiles;  // ceil(K / kt)
   int kt, tile;           // channels per block, scan steps per tile
+  bool ring;              // next tile copied asynchronously into the staging area during the scan
+  bool warp;              // warp mode: one warp per channel, state in registers (N <= kWarpCross)
+  int max_granule;        // staging layout: 2 for 16-bit inputs, else 1
+  int granule;            // this launch's copy granule: 1, or 2 where 16-bit pairs are 4-byte aligned
 };
 
 struct BlockPlanes {
@@ -176,14 +253,22 @@ __device__ __forceinline__ BlockPlanes block_planes(const Config& cfg) {
   return bp;
 }
 
+// Which lines a forward tile covers.
+__device__ __forceinline__ int tile_steps(const Config& cfg, int t0) { return min(cfg.tile, cfg.geo.L - t0); }
+
+// Two blocks of 512 threads per SM (64 registers a thread); float64 gets one (128 registers), since
+// its doubles do not fit 64 registers without spills.
+template <typename T> constexpr int kForwardMinBlocks = sizeof(T) == sizeof(double) ? 1 : 2;
+
 template <typename T>
-__global__ void __launch_bounds__(kMaxThreads, 2)
+__global__ void __launch_bounds__(kMaxThreads, kForwardMinBlocks<T>)
 forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __restrict__ a,
                const T* __restrict__ b, const T* __restrict__ c, T* __restrict__ h, Config cfg) {
   using A = typename Accumulator<T>::type;
   extern __shared__ __align__(16) unsigned char gspn_smem[];
   const Geometry& g = cfg.geo;
   const TileLayout tl(g, cfg.tile);
+  const StageLayout sg(g, cfg.tile, cfg.max_granule);
   const BlockPlanes bp = block_planes(cfg);
   const int64_t hw = static_cast<int64_t>(g.L) * g.N;
   const int tx = threadIdx.x, bx = blockDim.x, ty = threadIdx.y, by = blockDim.y;
@@ -192,62 +277,130 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
   A* v = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: lam * x, overwritten in place by h
   A* w = v + cfg.kt * tl.plane;             // [3] tiles: a, b, c
   A* carry = w + 3 * tl.plane;              // [kt][N]: h of the last line of the previous tile
+  T* stage = reinterpret_cast<T*>(carry + cfg.kt * N);  // ring: [kt] lam, [kt] x, a, b, c (raw)
   const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
 
+  // Ring: copies of the inputs of the tile at t0 into the staging area, one commit group.
+  auto fetch = [&](int t0) {
+    const Span sp(g, t0, tile_steps(cfg, t0), cfg.granule);
+    for (int k = 0; k < bp.kn; ++k) {
+      copy_span(stage + k * sg.plane, lam + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
+      copy_span(stage + (cfg.kt + k) * sg.plane, x + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
+    }
+    for (int m = 0; m < 3; ++m)
+      copy_span(stage + (2 * cfg.kt + m) * sg.plane, weights[m], g, sg, sp, cfg.granule, tid, nt);
+    __pipeline_commit();
+  };
+  if (cfg.ring) fetch(0);
+
+  A h0 = A(0), h1 = A(0);  // warp mode: this lane's state at positions 2 * tx, 2 * tx + 1
   for (int t0 = 0; t0 < g.L; t0 += cfg.tile) {
-    const int steps = min(cfg.tile, g.L - t0);
+    const int steps = tile_steps(cfg, t0);
     const int count = steps * N;
     const uint64_t restart = restart_mask(t0, cfg.chunk);
-    for (int k = 0; k < bp.kn; ++k) {
-      const T* xk = x + bp.x0 + k * hw;
-      const T* lk = lam + bp.x0 + k * hw;
-      A* vk = v + k * tl.plane;
-      staged<2, kForwardStage, A>(
+    if (cfg.ring) {
+      __pipeline_wait_prior(0);
+      __syncthreads();  // every thread's copies of this tile have landed
+      const Span sp(g, t0, steps, cfg.granule);
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int from = sp.at(g, sg, t0 + sl, i), to = tl.at(sl, i);
+        for (int k = 0; k < bp.kn; ++k)
+          v[k * tl.plane + to] = to_acc(stage[k * sg.plane + from]) * to_acc(stage[(cfg.kt + k) * sg.plane + from]);
+        for (int m = 0; m < 3; ++m) w[m * tl.plane + to] = to_acc(stage[(2 * cfg.kt + m) * sg.plane + from]);
+      }
+      __syncthreads();  // the staging area is free again
+      if (t0 + cfg.tile < g.L) fetch(t0 + cfg.tile);
+    } else {
+      for (int k = 0; k < bp.kn; ++k) {
+        const T* xk = x + bp.x0 + k * hw;
+        const T* lk = lam + bp.x0 + k * hw;
+        A* vk = v + k * tl.plane;
+        staged<2, kForwardStage, A>(
+            count, tid, nt,
+            [&](int e, A* r) {
+              int sl, i;
+              tile_coord(g, steps, e, sl, i);
+              const int64_t o = g.offset(t0 + sl, i);
+              r[0] = to_acc(lk[o]);
+              r[1] = to_acc(xk[o]);
+            },
+            [&](int e, const A* r) {
+              int sl, i;
+              tile_coord(g, steps, e, sl, i);
+              vk[tl.at(sl, i)] = r[0] * r[1];
+            });
+      }
+      staged<3, kForwardStage, A>(
           count, tid, nt,
           [&](int e, A* r) {
             int sl, i;
             tile_coord(g, steps, e, sl, i);
             const int64_t o = g.offset(t0 + sl, i);
-            r[0] = to_acc(lk[o]);
-            r[1] = to_acc(xk[o]);
+            for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
           },
           [&](int e, const A* r) {
             int sl, i;
             tile_coord(g, steps, e, sl, i);
-            vk[tl.at(sl, i)] = r[0] * r[1];
+            for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
           });
+      __syncthreads();
     }
-    staged<3, kForwardStage, A>(
-        count, tid, nt,
-        [&](int e, A* r) {
-          int sl, i;
-          tile_coord(g, steps, e, sl, i);
-          const int64_t o = g.offset(t0 + sl, i);
-          for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
-        },
-        [&](int e, const A* r) {
-          int sl, i;
-          tile_coord(g, steps, e, sl, i);
-          for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
-        });
-    __syncthreads();
 
-    for (int sl = 0; sl < steps; ++sl) {
-      if (!restarts_at(restart, sl)) {
-        const Line<A> prev = sl > 0 ? Line<A>{v + tl.at(sl - 1, 0), tl.plane, tl.pitch_i}
-                                    : Line<A>{carry, N, 1};
-        for (int i = tx; i < N; i += bx) {
-          const int here = tl.at(sl, i);
-          const A wa = w[here], wb = w[tl.plane + here], wc = w[2 * tl.plane + here];
-          for (int k = ty; k < bp.kn; k += by) {
-            A s = v[k * tl.plane + here] + wb * prev.at(k, i);
-            if (i > 0) s += wa * prev.at(k, i - 1);
-            if (i + 1 < N) s += wc * prev.at(k, i + 1);
-            v[k * tl.plane + here] = s;
+    if (cfg.warp) {
+      // One warp per channel; the neighbours of this lane's pair come from the lanes beside it.
+      const int k = ty, i0 = 2 * tx, i1 = i0 + 1;
+      if (k < bp.kn) {
+        A* vk = v + k * tl.plane;
+        for (int sl = 0; sl < steps; ++sl) {
+          const A left = __shfl_up_sync(kFullWarp, h1, 1);    // h at i0 - 1
+          const A right = __shfl_down_sync(kFullWarp, h0, 1);  // h at i1 + 1
+          const bool fresh = restarts_at(restart, sl);
+          A s0 = A(0), s1 = A(0);  // positions past the cross axis keep a zero state
+          if (i0 < N) {
+            const int here = tl.at(sl, i0);
+            s0 = vk[here];
+            if (!fresh) {
+              s0 += w[tl.plane + here] * h0;
+              if (i0 > 0) s0 += w[here] * left;
+              if (i1 < N) s0 += w[2 * tl.plane + here] * h1;
+            }
+            vk[here] = s0;
           }
+          if (i1 < N) {
+            const int here = tl.at(sl, i1);
+            s1 = vk[here];
+            if (!fresh) {
+              s1 += w[tl.plane + here] * h1;
+              s1 += w[here] * h0;
+              if (i1 + 1 < N) s1 += w[2 * tl.plane + here] * right;
+            }
+            vk[here] = s1;
+          }
+          h0 = s0;
+          h1 = s1;
         }
       }
       __syncthreads();
+    } else {
+      for (int sl = 0; sl < steps; ++sl) {
+        if (!restarts_at(restart, sl)) {
+          const Line<A> prev = sl > 0 ? Line<A>{v + tl.at(sl - 1, 0), tl.plane, tl.pitch_i}
+                                      : Line<A>{carry, N, 1};
+          for (int i = tx; i < N; i += bx) {
+            const int here = tl.at(sl, i);
+            const A wa = w[here], wb = w[tl.plane + here], wc = w[2 * tl.plane + here];
+            for (int k = ty; k < bp.kn; k += by) {
+              A s = v[k * tl.plane + here] + wb * prev.at(k, i);
+              if (i > 0) s += wa * prev.at(k, i - 1);
+              if (i + 1 < N) s += wc * prev.at(k, i + 1);
+              v[k * tl.plane + here] = s;
+            }
+          }
+        }
+        __syncthreads();
+      }
     }
 
     for (int k = 0; k < bp.kn; ++k) {
@@ -257,7 +410,8 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
         tile_coord(g, steps, e, sl, i);
         store(hk + g.offset(t0 + sl, i), v[k * tl.plane + tl.at(sl, i)]);
       }
-      for (int i = tid; i < N; i += nt) carry[k * N + i] = v[k * tl.plane + tl.at(steps - 1, i)];
+      if (!cfg.warp)
+        for (int i = tid; i < N; i += nt) carry[k * N + i] = v[k * tl.plane + tl.at(steps - 1, i)];
     }
     __syncthreads();  // the next tile's loads overwrite what was just read
   }
@@ -271,8 +425,10 @@ template <typename T> struct WeightGrads {
   int64_t plane_count;                      // B * G * hw
 };
 
+// One block of 512 threads per SM at least (up to 128 registers a thread): the ring keeps a whole
+// tile in flight, so the backward needs no second block per SM to hide its loads.
 template <typename T>
-__global__ void __launch_bounds__(kMaxThreads, 2)
+__global__ void __launch_bounds__(kMaxThreads, 1)
 backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __restrict__ lam,
                 const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c,
                 const T* __restrict__ h, T* __restrict__ dx, T* __restrict__ dlam, WeightGrads<T> dw,
@@ -281,82 +437,190 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
   extern __shared__ __align__(16) unsigned char gspn_smem[];
   const Geometry& g = cfg.geo;
   const TileLayout tl(g, cfg.tile);
+  const StageLayout sg(g, cfg.tile, cfg.max_granule);
   const BlockPlanes bp = block_planes(cfg);
   const int64_t hw = static_cast<int64_t>(g.L) * g.N;
   const int tx = threadIdx.x, bx = blockDim.x, ty = threadIdx.y, by = blockDim.y;
-  const int tid = ty * bx + tx, nt = bx * by, N = g.N;
+  const int tid = ty * bx + tx, nt = bx * by, N = g.N, kt = cfg.kt;
 
   constexpr int kStage = sizeof(A) == sizeof(double) ? kBackwardStageDouble : kBackwardStage;
   A* d = reinterpret_cast<A*>(gspn_smem);  // [kt] tiles: dh, turned in place into dL/dh total
-  A* hp = d + cfg.kt * tl.plane;            // [kt] tiles: the state each line read (0 at restarts)
-  A* w = hp + cfg.kt * tl.plane;            // [3] tiles: a, b, c
+  A* hp = d + kt * tl.plane;                // [kt] tiles: the state each line read (0 at restarts)
+  A* w = hp + kt * tl.plane;                // [3] tiles: a, b, c
   A* d_carry = w + 3 * tl.plane;            // [kt][N]: d of the first line of the tile after
-  A* w_carry = d_carry + cfg.kt * N;        // [3][N]: the weights of that line
+  A* w_carry = d_carry + kt * N;            // [3][N]: the weights of that line
+  T* stage = reinterpret_cast<T*>(w_carry + 3 * N);  // ring: [kt] dh, [kt] h, a, b, c, [kt] lam, [kt] x
   const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
 
-  for (int t0 = (g.L - 1) / cfg.tile * cfg.tile; t0 >= 0; t0 -= cfg.tile) {
-    const int steps = min(cfg.tile, g.L - t0);
+  // The lines of h that a tile reads: the line before each of its lines (none before line 0).
+  auto h_span = [&](int t0, int steps) { return Span(g, t0 > 0 ? t0 - 1 : 0, t0 > 0 ? steps : steps - 1, cfg.granule); };
+  // Ring: dh, h and the weights of the tile at t0 (nothing for t0 < 0), one commit group.
+  auto fetch_scan_inputs = [&](int t0) {
+    if (t0 >= 0) {
+      const int steps = tile_steps(cfg, t0);
+      const Span sp(g, t0, steps, cfg.granule), sh = h_span(t0, steps);
+      for (int k = 0; k < bp.kn; ++k) {
+        copy_span_call(stage + k * sg.plane, dh + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
+        copy_span_call(stage + (kt + k) * sg.plane, h + bp.x0 + k * hw, g, sg, sh, cfg.granule, tid, nt);
+      }
+      for (int m = 0; m < 3; ++m)
+        copy_span_call(stage + (2 * kt + m) * sg.plane, weights[m], g, sg, sp, cfg.granule, tid, nt);
+    }
+    __pipeline_commit();
+  };
+  // Ring: lam and x of the tile at t0, for dx and dlam, one commit group.
+  auto fetch_gates = [&](int t0) {
+    const Span sp(g, t0, tile_steps(cfg, t0), cfg.granule);
+    for (int k = 0; k < bp.kn; ++k) {
+      copy_span_call(stage + (2 * kt + 3 + k) * sg.plane, lam + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
+      copy_span_call(stage + (3 * kt + 3 + k) * sg.plane, x + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
+    }
+    __pipeline_commit();
+  };
+  const int last = (g.L - 1) / cfg.tile * cfg.tile;
+  if (cfg.ring) fetch_scan_inputs(last);
+
+  A d0 = A(0), d1 = A(0);  // warp mode: d of the line after, at positions 2 * tx, 2 * tx + 1
+  for (int t0 = last; t0 >= 0; t0 -= cfg.tile) {
+    const int steps = tile_steps(cfg, t0);
     const int count = steps * N;
     const uint64_t restart = restart_mask(t0, cfg.chunk);  // bits 0 .. steps: this tile and the next step
-    for (int k = 0; k < bp.kn; ++k) {
-      const T* dk = dh + bp.x0 + k * hw;
-      const T* hk = h + bp.x0 + k * hw;
-      staged<2, kStage, A>(
+    const Span sp(g, t0, steps, cfg.granule);
+    if (cfg.ring) {
+      __pipeline_wait_prior(0);
+      __syncthreads();  // every thread's copies of this tile have landed
+      const Span sh = h_span(t0, steps);
+      for (int e = tid; e < count; e += nt) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int from = sp.at(g, sg, t0 + sl, i), to = tl.at(sl, i);
+        const bool fresh = restarts_at(restart, sl);
+        const int from_h = fresh ? 0 : sh.at(g, sg, t0 + sl - 1, i);
+        for (int k = 0; k < bp.kn; ++k) {
+          d[k * tl.plane + to] = to_acc(stage[k * sg.plane + from]);
+          hp[k * tl.plane + to] = fresh ? A(0) : to_acc(stage[(kt + k) * sg.plane + from_h]);
+        }
+        for (int m = 0; m < 3; ++m) w[m * tl.plane + to] = to_acc(stage[(2 * kt + m) * sg.plane + from]);
+      }
+      __syncthreads();  // the staging area of the scan inputs is free again
+      fetch_gates(t0);
+      fetch_scan_inputs(t0 - cfg.tile);
+    } else {
+      for (int k = 0; k < bp.kn; ++k) {
+        const T* dk = dh + bp.x0 + k * hw;
+        const T* hk = h + bp.x0 + k * hw;
+        staged<2, kStage, A>(
+            count, tid, nt,
+            [&](int e, A* r) {
+              int sl, i;
+              tile_coord(g, steps, e, sl, i);
+              r[0] = to_acc(dk[g.offset(t0 + sl, i)]);
+              r[1] = restarts_at(restart, sl) ? A(0) : to_acc(hk[g.offset(t0 + sl - 1, i)]);
+            },
+            [&](int e, const A* r) {
+              int sl, i;
+              tile_coord(g, steps, e, sl, i);
+              const int at = k * tl.plane + tl.at(sl, i);
+              d[at] = r[0];
+              hp[at] = r[1];
+            });
+      }
+      staged<3, kStage, A>(
           count, tid, nt,
           [&](int e, A* r) {
             int sl, i;
             tile_coord(g, steps, e, sl, i);
-            r[0] = to_acc(dk[g.offset(t0 + sl, i)]);
-            r[1] = restarts_at(restart, sl) ? A(0) : to_acc(hk[g.offset(t0 + sl - 1, i)]);
+            const int64_t o = g.offset(t0 + sl, i);
+            for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
           },
           [&](int e, const A* r) {
             int sl, i;
             tile_coord(g, steps, e, sl, i);
-            const int at = k * tl.plane + tl.at(sl, i);
-            d[at] = r[0];
-            hp[at] = r[1];
+            for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
           });
-    }
-    staged<3, kStage, A>(
-        count, tid, nt,
-        [&](int e, A* r) {
-          int sl, i;
-          tile_coord(g, steps, e, sl, i);
-          const int64_t o = g.offset(t0 + sl, i);
-          for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
-        },
-        [&](int e, const A* r) {
-          int sl, i;
-          tile_coord(g, steps, e, sl, i);
-          for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
-        });
-    __syncthreads();
-
-    // d[s] = dh[s] + T[s+1]^T d[s+1]: the line after s spreads its gradient back through its weights.
-    for (int sl = steps - 1; sl >= 0; --sl) {
-      const int s = t0 + sl;
-      if (s + 1 < g.L && !restarts_at(restart, sl + 1)) {
-        const bool inside = sl + 1 < steps;
-        const Line<A> dn = inside ? Line<A>{d + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{d_carry, N, 1};
-        const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
-        for (int i = tx; i < N; i += bx) {
-          const A wb = wn.at(1, i);
-          const A wa = i + 1 < N ? wn.at(0, i + 1) : A(0);
-          const A wc = i > 0 ? wn.at(2, i - 1) : A(0);
-          for (int k = ty; k < bp.kn; k += by) {
-            A r = wb * dn.at(k, i);
-            if (i + 1 < N) r += wa * dn.at(k, i + 1);
-            if (i > 0) r += wc * dn.at(k, i - 1);
-            d[k * tl.plane + tl.at(sl, i)] += r;
-          }
-        }
-      }
       __syncthreads();
     }
+
+    // d[s] = dh[s] + T[s+1]^T d[s+1]: the line after s spreads its gradient back through its weights.
+    if (cfg.warp) {
+      const int k = ty, i0 = 2 * tx, i1 = i0 + 1;
+      if (k < bp.kn) {
+        A* dk = d + k * tl.plane;
+        for (int sl = steps - 1; sl >= 0; --sl) {
+          const A left = __shfl_up_sync(kFullWarp, d1, 1);    // d of the line after at i0 - 1
+          const A right = __shfl_down_sync(kFullWarp, d0, 1);  // ... at i1 + 1
+          const bool linked = t0 + sl + 1 < g.L && !restarts_at(restart, sl + 1);
+          const bool inside = sl + 1 < steps;
+          const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
+          A n0 = A(0), n1 = A(0);
+          if (i0 < N) {
+            const int here = tl.at(sl, i0);
+            n0 = dk[here];
+            if (linked) {
+              A r = wn.at(1, i0) * d0;
+              if (i1 < N) r += wn.at(0, i1) * d1;
+              if (i0 > 0) r += wn.at(2, i0 - 1) * left;
+              n0 += r;
+            }
+            dk[here] = n0;
+          }
+          if (i1 < N) {
+            const int here = tl.at(sl, i1);
+            n1 = dk[here];
+            if (linked) {
+              A r = wn.at(1, i1) * d1;
+              if (i1 + 1 < N) r += wn.at(0, i1 + 1) * right;
+              r += wn.at(2, i0) * d0;
+              n1 += r;
+            }
+            dk[here] = n1;
+          }
+          d0 = n0;
+          d1 = n1;
+        }
+      }
+    } else {
+      for (int sl = steps - 1; sl >= 0; --sl) {
+        const int s = t0 + sl;
+        if (s + 1 < g.L && !restarts_at(restart, sl + 1)) {
+          const bool inside = sl + 1 < steps;
+          const Line<A> dn = inside ? Line<A>{d + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{d_carry, N, 1};
+          const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
+          for (int i = tx; i < N; i += bx) {
+            const A wb = wn.at(1, i);
+            const A wa = i + 1 < N ? wn.at(0, i + 1) : A(0);
+            const A wc = i > 0 ? wn.at(2, i - 1) : A(0);
+            for (int k = ty; k < bp.kn; k += by) {
+              A r = wb * dn.at(k, i);
+              if (i + 1 < N) r += wa * dn.at(k, i + 1);
+              if (i > 0) r += wc * dn.at(k, i - 1);
+              d[k * tl.plane + tl.at(sl, i)] += r;
+            }
+          }
+        }
+        __syncthreads();
+      }
+    }
+    if (cfg.ring) __pipeline_wait_prior(1);  // lam and x of this tile (the next tile's inputs may still fly)
+    __syncthreads();
 
     for (int k = 0; k < bp.kn; ++k) {
       const int64_t base = bp.x0 + k * hw;
       const A* dk = d + k * tl.plane;
+      if (cfg.ring) {
+        const T* lk = stage + (2 * kt + 3 + k) * sg.plane;
+        const T* xk = stage + (3 * kt + 3 + k) * sg.plane;
+        for (int e = tid; e < count; e += nt) {
+          int sl, i;
+          tile_coord(g, steps, e, sl, i);
+          const int from = sp.at(g, sg, t0 + sl, i);
+          const int64_t o = base + g.offset(t0 + sl, i);
+          const A dv = dk[tl.at(sl, i)];
+          store(dx + o, to_acc(lk[from]) * dv);
+          store(dlam + o, to_acc(xk[from]) * dv);
+        }
+        continue;
+      }
       staged<2, kStage, A>(  // lam and x of kStage elements in flight before the first store
           count, tid, nt,
           [&](int e, A* r) {
@@ -393,7 +657,8 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
       }
     }
     for (int i = tid; i < N; i += nt) {
-      for (int k = 0; k < bp.kn; ++k) d_carry[k * N + i] = d[k * tl.plane + tl.at(0, i)];
+      if (!cfg.warp)
+        for (int k = 0; k < bp.kn; ++k) d_carry[k * N + i] = d[k * tl.plane + tl.at(0, i)];
       for (int m = 0; m < 3; ++m) w_carry[m * N + i] = w[m * tl.plane + tl.at(0, i)];
     }
     __syncthreads();
@@ -420,23 +685,32 @@ __global__ void sum_channel_tiles(const typename Accumulator<T>::type* __restric
 
 struct Plan {
   Config cfg;
-  int threads_x, threads_y;  // the block: cross positions x channels
+  int threads_x, threads_y;  // the block: cross positions (32 in warp mode) x channels
   int64_t blocks;
   size_t smem;
 };
 
-inline size_t shared_elements(const Geometry& g, int kt, int tile, bool backward) {
+// Shared bytes of a block: the working tiles and carries (accumulator type), then, for ring plans,
+// the staging area (input type): forward lam, x, a, b, c; backward dh, h, a, b, c, lam, x.
+inline size_t shared_bytes(const Geometry& g, int kt, int tile, bool backward, bool ring, size_t acc,
+                           size_t elem) {
   const size_t plane = static_cast<size_t>(TileLayout(g, tile).plane), n = static_cast<size_t>(g.N);
-  return backward ? (2 * kt + 3) * plane + (kt + 3) * n : (kt + 3) * plane + kt * n;
+  const size_t work = backward ? (2 * kt + 3) * plane + (kt + 3) * n : (kt + 3) * plane + kt * n;
+  const size_t staged = ring ? static_cast<size_t>(backward ? 4 * kt + 3 : 2 * kt + 3) *
+                                   StageLayout(g, tile, elem == 2 ? 2 : 1).plane
+                             : 0;
+  return work * acc + staged * elem;
 }
 
-// Channel tile, then scan tile: the largest channel tile (at most 32, split down to kMinSpreadTile
-// while the grid has fewer than two blocks per SM) whose shared memory fits the budget with at least
-// 4 steps per tile; else one channel with the longest tile the device allows. The forward takes only
-// cross axes the backward takes too, so a model that runs inference can also train.
-inline cudaError_t plan_one(const Problem& p, size_t acc_size, bool backward, int optin, int sms, Plan* plan) {
+// Channel tile, then scan tile. Ring plans first: the largest channel tile (at most 32, 16 in warp
+// mode, split down to kMinSpreadTile while the grid has fewer than two blocks per SM) whose shared
+// memory fits the budget (the whole opt-in when the grid has at most one block per SM) with at
+// least 2 steps per tile; else one channel with the longest tile the
+// device allows. Cross axes too long for a ring take a plan without one (one channel). The forward
+// takes only cross axes the backward takes too, so a model that runs inference can also train.
+inline cudaError_t plan_one(const Problem& p, size_t acc_size, size_t elem_size, bool backward, int optin, int sms,
+                            Plan* plan) {
   const size_t limit = static_cast<size_t>(optin);
-  const size_t budget = limit < kSharedBudget ? limit : kSharedBudget;
   Config& cfg = plan->cfg;
   cfg.geo = make_geometry(p);
   cfg.C = p.C;
@@ -444,29 +718,36 @@ inline cudaError_t plan_one(const Problem& p, size_t acc_size, bool backward, in
   cfg.K = p.C / p.G;
   const int L = cfg.geo.L;
   cfg.chunk = p.chunk >= L ? 0 : static_cast<int>(p.chunk);
-  auto fits = [&](int kt, int tile, size_t bytes) {
-    return shared_elements(cfg.geo, kt, tile, backward) * acc_size <= bytes;
+  cfg.warp = cfg.geo.N <= kWarpCross;
+  cfg.max_granule = elem_size == 2 ? 2 : 1;
+  cfg.granule = 1;
+  auto fits = [&](int kt, int tile, bool ring, size_t bytes) {
+    return shared_bytes(cfg.geo, kt, tile, backward, ring, acc_size, elem_size) <= bytes;
   };
-  int widest = static_cast<int>(cfg.K < kMaxChannelTile ? cfg.K : kMaxChannelTile);
+  const int cap = cfg.warp ? kWarpChannelTile : kMaxChannelTile;
+  int widest = static_cast<int>(cfg.K < cap ? cfg.K : cap);
   while (widest > kMinSpreadTile && p.B * p.G * ((cfg.K + widest - 1) / widest) < 2 * sms) widest = (widest + 1) / 2;
+  // Two blocks per SM need the budget; a grid of at most one block per SM may take the whole opt-in.
+  const bool sparse = p.B * p.G * ((cfg.K + widest - 1) / widest) <= sms;
+  const size_t budget = sparse || limit < kSharedBudget ? limit : kSharedBudget;
   bool found = false;
+  auto take = [&](int kt, int tile, bool ring) {
+    cfg.kt = kt;
+    cfg.tile = tile;
+    cfg.ring = ring;
+    found = true;
+  };
   for (int kt = widest; !found; kt = (kt + 1) / 2) {
-    for (int steps = 32; steps >= 4 && !found; steps /= 2) {
+    for (int steps = 32; steps >= 2 && !found; steps /= 2) {
       const int tile = steps < L ? steps : L;
-      if (fits(kt, tile, budget)) {
-        cfg.kt = kt;
-        cfg.tile = tile;
-        found = true;
-      }
+      if (fits(kt, tile, true, budget)) take(kt, tile, true);
     }
     if (kt == 1) break;
   }
-  for (int steps = 32; steps >= 1 && !found; steps /= 2) {
-    const int tile = steps < L ? steps : L;
-    if (fits(1, tile, limit)) {
-      cfg.kt = 1;
-      cfg.tile = tile;
-      found = true;
+  for (int ring = 1; ring >= 0 && !found; --ring) {
+    for (int steps = 32; steps >= 1 && !found; steps /= 2) {
+      const int tile = steps < L ? steps : L;
+      if (fits(1, tile, ring == 1, limit)) take(1, tile, ring == 1);
     }
   }
   if (!found) return cudaErrorInvalidValue;  // the cross axis is too long for one block's shared memory
@@ -474,15 +755,20 @@ inline cudaError_t plan_one(const Problem& p, size_t acc_size, bool backward, in
   cfg.channel_tiles = (cfg.K + cfg.kt - 1) / cfg.kt;
   plan->blocks = p.B * p.G * cfg.channel_tiles;
   if (plan->blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
-  const int n32 = (cfg.geo.N + 31) / 32 * 32;
-  plan->threads_x = n32 < kMaxThreads ? n32 : kMaxThreads;
-  const int rows = kMaxThreads / plan->threads_x;
-  plan->threads_y = cfg.kt < rows ? cfg.kt : rows;
-  plan->smem = shared_elements(cfg.geo, cfg.kt, cfg.tile, backward) * acc_size;
+  if (cfg.warp) {
+    plan->threads_x = 32;
+    plan->threads_y = cfg.kt;
+  } else {
+    const int n32 = (cfg.geo.N + 31) / 32 * 32;
+    plan->threads_x = n32 < kMaxThreads ? n32 : kMaxThreads;
+    const int rows = kMaxThreads / plan->threads_x;
+    plan->threads_y = cfg.kt < rows ? cfg.kt : rows;
+  }
+  plan->smem = shared_bytes(cfg.geo, cfg.kt, cfg.tile, backward, cfg.ring, acc_size, elem_size);
   return cudaSuccess;
 }
 
-inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, Plan* plan) {
+inline cudaError_t make_plan(const Problem& p, size_t acc_size, size_t elem_size, bool backward, Plan* plan) {
   if (p.B <= 0 || p.C <= 0 || p.G <= 0 || p.H <= 0 || p.W <= 0 || p.C % p.G != 0 || p.chunk < 0)
     return cudaErrorInvalidValue;
   if (p.H > INT32_MAX / 64 || p.W > INT32_MAX / 64) return cudaErrorInvalidValue;
@@ -495,10 +781,19 @@ inline cudaError_t make_plan(const Problem& p, size_t acc_size, bool backward, P
   if (err != cudaSuccess) return err;
   if (!backward) {
     Plan reverse;
-    err = plan_one(p, acc_size, true, optin, sms, &reverse);
+    err = plan_one(p, acc_size, elem_size, true, optin, sms, &reverse);
     if (err != cudaSuccess) return err;
   }
-  return plan_one(p, acc_size, backward, optin, sms, plan);
+  return plan_one(p, acc_size, elem_size, backward, optin, sms, plan);
+}
+
+// 16-bit inputs are copied in 4-byte pairs when every pair is aligned: even rows (so runs and planes
+// start at even elements) and 4-byte aligned tensors; else one element at a time.
+inline int copy_granule(const Problem& p, size_t elem_size, std::initializer_list<const void*> tensors) {
+  if (elem_size != 2 || p.W % 2 != 0) return 1;
+  for (const void* t : tensors)
+    if (reinterpret_cast<uintptr_t>(t) % 4 != 0) return 1;
+  return 2;
 }
 
 template <typename Kernel> cudaError_t allow_shared(Kernel kernel, size_t bytes) {
@@ -509,8 +804,9 @@ template <typename T>
 cudaError_t forward(const Problem& p, const void* x, const void* lam, const void* a, const void* b,
                     const void* c, void* h, cudaStream_t stream) {
   Plan plan;
-  cudaError_t err = make_plan(p, sizeof(typename Accumulator<T>::type), false, &plan);
+  cudaError_t err = make_plan(p, sizeof(typename Accumulator<T>::type), sizeof(T), false, &plan);
   if (err != cudaSuccess) return err;
+  plan.cfg.granule = copy_granule(p, sizeof(T), {x, lam, a, b, c});
   err = allow_shared(forward_kernel<T>, plan.smem);
   if (err != cudaSuccess) return err;
   forward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
@@ -525,8 +821,9 @@ cudaError_t backward(const Problem& p, const void* dh, const void* x, const void
                      void* dc, void* workspace, cudaStream_t stream) {
   using A = typename Accumulator<T>::type;
   Plan plan;
-  cudaError_t err = make_plan(p, sizeof(A), true, &plan);
+  cudaError_t err = make_plan(p, sizeof(A), sizeof(T), true, &plan);
   if (err != cudaSuccess) return err;
+  plan.cfg.granule = copy_granule(p, sizeof(T), {dh, x, lam, a, b, c, h});
   const int64_t tiles = plan.cfg.channel_tiles;
   if (tiles > 1 && workspace == nullptr) return cudaErrorInvalidValue;
   WeightGrads<T> dw;
@@ -556,8 +853,9 @@ cudaError_t backward(const Problem& p, const void* dh, const void* x, const void
 
 cudaError_t backward_workspace_elements(DType dtype, const Problem& p, size_t* elements) {
   const size_t acc_size = dtype == DType::Float64 ? sizeof(double) : sizeof(float);
+  const size_t elem_size = dtype == DType::Float64 ? 8 : dtype == DType::Float32 ? 4 : 2;
   detail::Plan plan;
-  const cudaError_t err = detail::make_plan(p, acc_size, true, &plan);
+  const cudaError_t err = detail::make_plan(p, acc_size, elem_size, true, &plan);
   if (err != cudaSuccess) return err;
   const int64_t tiles = plan.cfg.channel_tiles;
   *elements = tiles > 1 ? static_cast<size_t>(tiles * 3 * p.B * p.G * p.H * p.W) : 0;

@@ -43,7 +43,8 @@ def kernels_take(x: torch.Tensor, a: torch.Tensor, direction: str, device: launc
     if 0 in x.shape:
         return True
     acc = 8 if x.dtype == torch.float64 else 4
-    return launch_plan.make_plan(B, C, a.shape[1], H, W, direction, None, acc, False, device) is not None
+    element = launch_plan.element_size(x.dtype)
+    return launch_plan.make_plan(B, C, a.shape[1], H, W, direction, None, acc, False, device, element) is not None
 
 
 def _fallback(x, direction) -> None:

@@ -6,10 +6,19 @@ tests check that both agree on many shapes), so the plans here are the kernels' 
 
 - occupancy: resident blocks per SM, limited by threads, shared memory, registers (the counts ptxas
   reports for sm_90, REGISTERS below) or the block count itself;
-- Little's law: an SM keeps `bytes in flight` = resident blocks x threads x loads in flight per
-  thread x bytes per load; it draws at most that / LATENCY, and the chip at most COPY_BANDWIDTH;
-- the scan itself: per step one barrier and, per thread, its cross positions x channels of
-  dependent shared-memory arithmetic (CYCLES_* below); whether it overlaps the loads (the plan says).
+- Little's law: an SM draws at most `bytes in flight` / LATENCY, and the chip at most
+  COPY_BANDWIDTH. Ring plans keep a whole tile's copies in flight per resident block (forward lam,
+  x, a, b, c: (2 kt + 3) planes of the tile; backward dh, h, a, b, c of the next tile and lam, x of
+  this one: (4 kt + 3) planes); plans without a ring keep threads x loads in flight per thread
+  (register staging) x bytes per load;
+- the scan itself (compute): per step, in block mode one barrier and each thread's cross positions
+  x channels of dependent shared-memory arithmetic, in warp mode one chain of two shuffles and three
+  dependent multiply-adds, or the SM's issue rate where many warps share it; per tile three
+  barriers and each thread's share of the conversions, outputs and weight gradients (CYCLES_*
+  below). A ring overlaps the loads with all of it (time = max(memory, compute)); without a ring
+  they overlap only when two blocks share an SM. Each wave of blocks also waits one LATENCY for its
+  first tile with nothing to overlap. Not charged: launch overhead, DRAM read/write turnaround,
+  tail effects of the last wave, weights re-read by each channel tile, the workspace traffic.
 
 Every constant is an assumption stated here; no GPU measurement exists yet.
 """
@@ -40,23 +49,41 @@ SHARED_RESERVED = 1024  # bytes the runtime reserves per block
 # The planner's constants (propagate_kernels.cu).
 MAX_THREADS = 512
 MAX_CHANNEL_TILE = 32
-MIN_SPREAD_TILE = 4
+MIN_SPREAD_TILE = 1
 SHARED_BUDGET = 100 * 1024
-# Register staging: values (floats; doubles count twice) each thread loads before it waits.
-FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 16, 6, 6
+WARP_CROSS = 64  # warp mode up to this cross length
+WARP_CHANNEL_TILE = MAX_THREADS // 32
+# Register staging of plans without a ring: values (floats; doubles count twice) each thread loads
+# before it waits.
+FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 
-# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (acc float / double).
-REGISTERS = {(False, 4): 64, (False, 8): 62, (True, 4): 64, (True, 8): 64}
-OVERLAPS_SCAN = False  # loads of the next tile are issued only after the scan of this one
+# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes); the forward is
+# bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128 (one).
+REGISTERS = {(False, 4): 60, (False, 8): 76, (True, 4): 128, (True, 8): 124}
 
 
 def loads_in_flight(plan: "Plan") -> int:
-    """Loads one thread has in flight in the tile loads (x and lam, or dh and h: two arrays)."""
+    """Without a ring: loads one thread has in flight in the tile loads (x and lam, or dh and h)."""
     values = FORWARD_STAGE if not plan.backward else BACKWARD_STAGE_DOUBLE if plan.acc == 8 else BACKWARD_STAGE
     stage = max(1, values // (2 * plan.acc // 4))
     per_thread = -(-plan.tile * plan.N // plan.threads)
     return 2 * min(stage, per_thread)
-CYCLES_BARRIER, CYCLES_PER_ELEMENT = 40, 8
+
+
+def bytes_in_flight(plan: "Plan", element: int) -> int:
+    """Bytes one block has in flight while it scans: a ring's copies of a whole tile, else register staging."""
+    if plan.ring:
+        planes = 4 * plan.kt + 3 if plan.backward else 2 * plan.kt + 3
+        return planes * plan.tile * plan.N * element
+    return plan.threads * loads_in_flight(plan) * element
+
+
+CYCLES_BARRIER = 40  # one __syncthreads of a block of up to 512 threads
+CYCLES_PER_ELEMENT = 8  # block mode: one position x channel of a step (shared loads, two multiply-adds)
+CYCLES_WARP_STEP = 40  # warp mode: two shuffles (about 24 cycles) then three dependent multiply-adds
+INSTRUCTIONS_WARP_STEP = 24  # warp mode: instructions of one step of one warp (two positions a lane)
+ISSUE_PER_CYCLE = 4  # warp instructions an SM issues per cycle (four schedulers)
+CYCLES_PER_TILE_ELEMENT = 4  # per thread: one element of a tile converted, written or reduced
 
 
 @dataclass
@@ -68,6 +95,8 @@ class Plan:
     kt: int  # channels per block
     tile: int  # scan steps per tile
     channel_tiles: int
+    ring: bool  # the next tile is copied asynchronously during the scan
+    warp: bool  # warp mode: one warp per channel, state in registers, shuffles
     L: int  # scan length
     N: int  # cross length
     acc: int  # accumulator bytes
@@ -84,66 +113,91 @@ def _plane(N, tile, cross_contiguous):
     return N * (tile if tile % 2 else tile + 1)
 
 
-def shared_elements(N, cross_contiguous, kt, tile, backward):
+def _stage_plane(N, tile, cross_contiguous, granule):
+    longest = N if cross_contiguous else tile
+    pitch = (longest + 2 * (granule - 1)) // granule * granule
+    return (tile if cross_contiguous else N) * pitch
+
+
+def shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element):
+    """Working tiles and carries (accumulator type), then a ring's staging area (input type)."""
     plane = _plane(N, tile, cross_contiguous)
-    return (2 * kt + 3) * plane + (kt + 3) * N if backward else (kt + 3) * plane + kt * N
+    work = (2 * kt + 3) * plane + (kt + 3) * N if backward else (kt + 3) * plane + kt * N
+    staged = 0
+    if ring:
+        staged = (4 * kt + 3 if backward else 2 * kt + 3) * _stage_plane(N, tile, cross_contiguous,
+                                                                          2 if element == 2 else 1)
+    return work * acc + staged * element
 
 
-def _plan_one(B, C, G, H, W, direction, acc, backward, device) -> Plan | None:
+def _plan_one(B, C, G, H, W, direction, acc, element, backward, device) -> Plan | None:
     L, N, cross_contiguous = (W, H, False) if direction in ("lr", "rl") else (H, W, True)
     K = C // G
-    budget = min(device.shared_optin, SHARED_BUDGET)
+    warp = N <= WARP_CROSS
 
-    def fits(kt, tile, limit):
-        return shared_elements(N, cross_contiguous, kt, tile, backward) * acc <= limit
+    def fits(kt, tile, ring, limit):
+        return shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element) <= limit
 
-    widest = min(K, MAX_CHANNEL_TILE)
+    widest = min(K, WARP_CHANNEL_TILE if warp else MAX_CHANNEL_TILE)
     while widest > MIN_SPREAD_TILE and B * G * -(-K // widest) < 2 * device.sms:
         widest = (widest + 1) // 2
+    sparse = B * G * -(-K // widest) <= device.sms  # at most one block per SM: the whole opt-in
+    budget = device.shared_optin if sparse else min(device.shared_optin, SHARED_BUDGET)
     found, kt = None, widest
     while found is None:
         steps = 32
-        while steps >= 4 and found is None:
+        while steps >= 2 and found is None:
             tile = min(steps, L)
-            if fits(kt, tile, budget):
-                found = (kt, tile)
+            if fits(kt, tile, True, budget):
+                found = (kt, tile, True)
             steps //= 2
         if kt == 1:
             break
         kt = (kt + 1) // 2
-    steps = 32
-    while steps >= 1 and found is None:
-        tile = min(steps, L)
-        if fits(1, tile, device.shared_optin):
-            found = (1, tile)
-        steps //= 2
+    for ring in (True, False):
+        steps = 32
+        while steps >= 1 and found is None:
+            tile = min(steps, L)
+            if fits(1, tile, ring, device.shared_optin):
+                found = (1, tile, ring)
+            steps //= 2
     if found is None:
         return None
-    kt, tile = found
+    kt, tile, ring = found
     channel_tiles = -(-K // kt)
-    threads_x = min(-(-N // 32) * 32, MAX_THREADS)
-    threads_y = min(kt, MAX_THREADS // threads_x)
-    smem = shared_elements(N, cross_contiguous, kt, tile, backward) * acc
-    return Plan(B * G * channel_tiles, threads_x, threads_y, smem, kt, tile, channel_tiles, L, N, acc, backward)
+    if warp:
+        threads_x, threads_y = 32, kt
+    else:
+        threads_x = min(-(-N // 32) * 32, MAX_THREADS)
+        threads_y = min(kt, MAX_THREADS // threads_x)
+    smem = shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element)
+    return Plan(B * G * channel_tiles, threads_x, threads_y, smem, kt, tile, channel_tiles, ring, warp, L, N, acc,
+                backward)
 
 
-def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100) -> Plan | None:
+def make_plan(B, C, G, H, W, direction, chunk, acc, backward, device=H100, element=None) -> Plan | None:
     """The plan of one launch (chunk does not change it), or None where the kernels refuse the shape.
-    The forward refuses what the backward could not take."""
+    The forward refuses what the backward could not take. `element`: bytes of the input type (default:
+    the accumulator's, i.e. float32 or float64 inputs)."""
     if min(B, C, G, H, W) <= 0 or C % G:
         return None
-    if not backward and _plan_one(B, C, G, H, W, direction, acc, True, device) is None:
+    element = acc if element is None else element
+    if not backward and _plan_one(B, C, G, H, W, direction, acc, element, True, device) is None:
         return None
-    return _plan_one(B, C, G, H, W, direction, acc, backward, device)
+    return _plan_one(B, C, G, H, W, direction, acc, element, backward, device)
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8
 
 
 def max_cross_length(dtype: torch.dtype, device=H100) -> int:
     """The longest cross axis both the forward and the backward accept."""
-    acc = 8 if dtype == torch.float64 else 4
+    acc, element = (8 if dtype == torch.float64 else 4), element_size(dtype)
     lo, hi = 1, 1 << 20
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        ok = all(make_plan(1, 1, 1, mid, 2, "lr", None, acc, bw, device) is not None for bw in (False, True))
+        ok = all(make_plan(1, 1, 1, mid, 2, "lr", None, acc, bw, device, element) is not None for bw in (False, True))
         lo, hi = (mid, hi) if ok else (lo, mid - 1)
     return lo
 
@@ -170,9 +224,9 @@ def blocks_per_sm(plan: Plan, device=H100) -> tuple[int, str]:
 def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direction="lr") -> dict:
     """The plan and its modelled share of copy bandwidth for one launch (a model, not a measurement)."""
     B, C, H, W = shape
-    element = torch.finfo(dtype).bits // 8
+    element = element_size(dtype)
     acc = 8 if dtype == torch.float64 else 4
-    plan = make_plan(B, C, groups, H, W, direction, None, acc, backward, device)
+    plan = make_plan(B, C, groups, H, W, direction, None, acc, backward, device, element)
     if plan is None:
         return {"plan": None}
     occupancy, limiter = blocks_per_sm(plan, device)
@@ -180,15 +234,22 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
     active_sms = min(device.sms, plan.blocks)
     if resident < occupancy:
         limiter = "block count"
-    in_flight = resident * plan.threads * loads_in_flight(plan) * element
+    in_flight = resident * bytes_in_flight(plan, element)
     drawn = min(device.copy_bandwidth, active_sms * in_flight / device.latency)
     total = minimal_bytes(B, C, groups, H, W, element, backward)
     t_memory = total / drawn
     waves = -(-plan.blocks // (device.sms * occupancy))
-    per_thread = -(-plan.N // plan.threads)
-    t_scan = waves * plan.L * (CYCLES_BARRIER + per_thread * plan.kt * CYCLES_PER_ELEMENT) / device.clock
-    hides = OVERLAPS_SCAN or resident >= 2
+    if plan.warp:
+        warps = resident * plan.threads // 32
+        step = max(CYCLES_WARP_STEP, warps * INSTRUCTIONS_WARP_STEP / ISSUE_PER_CYCLE)
+    else:
+        step = CYCLES_BARRIER + -(-plan.N // plan.threads_x) * -(-plan.kt // plan.threads_y) * CYCLES_PER_ELEMENT
+    tile_ops = 7 * plan.kt + 6 if backward else 2 * plan.kt + 3  # per tile element: conversions, outputs, sums
+    per_tile = 3 * CYCLES_BARRIER + -(-plan.tile * plan.N * tile_ops // plan.threads) * CYCLES_PER_TILE_ELEMENT
+    t_scan = waves * (plan.L * step + -(-plan.L // plan.tile) * per_tile) / device.clock
+    hides = plan.ring or resident >= 2
     t = max(t_memory, t_scan) if hides else t_memory + t_scan
+    t += waves * device.latency  # the first tile of each wave waits for its loads with nothing to overlap
     floor = total / device.copy_bandwidth
     return {"plan": plan, "blocks/SM": occupancy, "limiter": limiter, "bytes": total,
             "in flight/SM": in_flight, "time": t, "floor": floor, "share": floor / t}
@@ -211,8 +272,9 @@ def table(shapes=TABLE_SHAPES, dtypes=(torch.float32, torch.bfloat16), device=H1
                     if p is None:
                         rows.append({**row, "blocks": "refused"})
                         continue
+                    steps = ("warp" if p.warp else "block") + ("+ring" if p.ring else "")
                     rows.append({**row, "blocks": p.blocks, "threads": p.threads, "smem KB": f"{p.smem / 1024:.1f}",
-                                 "ch x steps": f"{p.kt}x{p.tile}", "blocks/SM": m["blocks/SM"],
+                                 "ch x steps": f"{p.kt}x{p.tile}", "mode": steps, "blocks/SM": m["blocks/SM"],
                                  "limited by": m["limiter"], "MB min": f"{m['bytes'] / 1e6:.1f}",
                                  "KB in flight/SM": f"{m['in flight/SM'] / 1024:.1f}",
                                  "model ms": f"{m['time'] * 1e3:.3f}", "floor ms": f"{m['floor'] * 1e3:.3f}",

@@ -17,6 +17,8 @@ NAMES = ["h", "dx", "dlam", "da", "db", "dc"]
 ALL_CHUNKS = (None, 1, 2, 3, 64)  # 64 is longer than every scan below that uses it
 # (B, C, G, H, W), chunks: G in {1, middle, C}; H or W = 1; odd non-square; more than 32 channels per
 # group (several channel tiles, the workspace reduction); cross axes longer than a block of threads.
+# Cross axes up to 64 run in warp mode (state in registers, shuffles), longer ones in block mode:
+# (1, 3, 3, 70, 66) is block mode in every direction, several warps per line.
 CASES = [
     ((2, 6, 1, 5, 7), ALL_CHUNKS),
     ((2, 6, 3, 5, 7), ALL_CHUNKS),
@@ -29,6 +31,7 @@ CASES = [
     ((2, 96, 2, 4, 3), (None, 3)),
     ((1, 2, 1, 600, 9), (None, 4)),
     ((1, 2, 2, 9, 600), (None, 4)),
+    ((1, 3, 3, 70, 66), (None, 2, 5)),
 ]
 
 
@@ -97,8 +100,8 @@ def test_float32_matches_float64_reference(emu, shape, direction):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("shape,chunk", [((2, 4, 2, 1, 33), 4), ((1, 4, 2, 31, 40), None), ((2, 40, 1, 12, 13), 5)],
-                         ids=str)
+@pytest.mark.parametrize("shape,chunk", [((2, 4, 2, 1, 33), 4), ((1, 4, 2, 31, 40), None), ((2, 40, 1, 12, 13), 5),
+                                         ((1, 3, 1, 70, 66), 3)], ids=str)
 def test_low_precision_within_twice_the_reference_error(emu, shape, chunk, direction, dtype):
     tensors = make_inputs(*shape, dtype=dtype)
     exact = reference([t.double() for t in tensors], direction, chunk)
@@ -169,5 +172,6 @@ def test_python_plan_is_the_kernels_plan(emulator, shape, direction, dtype):
     for G in sorted({1, C}):
         for backward in (False, True):
             got = emulator.plan(dtype, B, C, G, H, W, direction, None, backward)
-            mine = launch_plan.make_plan(B, C, G, H, W, direction, None, acc, backward, launch_plan.H100)
+            mine = launch_plan.make_plan(B, C, G, H, W, direction, None, acc, backward, launch_plan.H100,
+                                         launch_plan.element_size(dtype))
             assert got == {k: getattr(mine, k) for k in got}, (G, backward)

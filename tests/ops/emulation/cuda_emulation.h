@@ -8,6 +8,14 @@
 //   NaN bytes (0xFF) and followed by a guard zone that is checked after the block;
 // - launches check the block size and the dynamic shared memory against the limits (the kernel's
 //   cudaFuncAttributeMaxDynamicSharedMemorySize, the device's opt-in maximum), like a GPU;
+// - warp shuffles (`__shfl_sync`, `__shfl_up_sync`, `__shfl_down_sync`) are a real exchange between
+//   the 32 lanes of a warp: every lane must name the full warp in the mask, the warp must be whole,
+//   and all its lanes must reach the same shuffle (same source line); a lane waiting at a shuffle
+//   while another lane of its warp waits at `__syncthreads` is reported, not left to hang;
+// - asynchronous copies (`__pipeline_memcpy_async`, `__pipeline_commit`, `__pipeline_wait_prior`
+//   of cuda_pipeline_primitives.h) are recorded and only performed when a wait retires their group,
+//   so shared memory read before its wait still holds the NaN poison; sizes, alignment and the
+//   destination's bounds are checked, and a kernel may not end with copies outstanding;
 // - half and bfloat16 are 16-bit storage types without implicit conversions, converted with
 //   round-to-nearest-even.
 //
@@ -16,8 +24,8 @@
 // `gspn_emu::launch(kernel, grid, block, smem, stream)(args)`, and `extern __shared__ T name[];`
 // becomes a pointer to this block's dynamic shared memory.
 //
-// What this cannot prove: the GPU memory model beyond barriers (warp-synchronous code, fences,
-// visibility without a barrier), real fp16/bf16 intrinsics and fused multiply-adds, register
+// What this cannot prove: the GPU memory model beyond barriers and shuffles (fences, visibility
+// without a barrier, copies completing out of order inside a group), real fp16/bf16 intrinsics and fused multiply-adds, register
 // limits and spills, timing. Blocks of one launch run one after another.
 #pragma once
 
@@ -25,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -37,9 +46,15 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 #define __syncthreads() ::gspn_emu::sync_threads(__LINE__)
+#define __shfl_sync(mask, value, lane) ::gspn_emu::shuffle(__LINE__, mask, value, ::gspn_emu::Shuffle::Index, lane)
+#define __shfl_up_sync(mask, value, delta) ::gspn_emu::shuffle(__LINE__, mask, value, ::gspn_emu::Shuffle::Up, delta)
+#define __shfl_down_sync(mask, value, delta) \
+  ::gspn_emu::shuffle(__LINE__, mask, value, ::gspn_emu::Shuffle::Down, delta)
+constexpr int warpSize = 32;
 
 struct dim3 {
   unsigned x, y, z;
@@ -103,26 +118,29 @@ struct BarrierMismatch : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// One block's barrier. Sites: a source line for __syncthreads, -1 for leaving the kernel.
-class BlockBarrier {
+// One block's synchronisation: its __syncthreads barrier and the shuffles of each of its warps.
+// Sites: a source line for __syncthreads and shuffles, -1 for leaving the kernel, -2 for starting it.
+class BlockSync {
  public:
-  explicit BlockBarrier(int threads) : threads_(threads) {}
+  explicit BlockSync(int threads)
+      : threads_(threads), where_(threads, kRunning), warps_((threads + 31) / 32) {}
 
   void arrive(int site) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (failed_) throw BarrierMismatch(message_);
+    const int t = thread_index();
     if (waiting_ == 0) {
       site_ = site;
     } else if (site != site_) {
-      failed_ = true;
-      message_ = "threads of block " + std::to_string(blockIdx.x) + " reached different barriers (" +
-                 describe(site_) + " and " + describe(site) + ")";
-      cv_.notify_all();
-      throw BarrierMismatch(message_);
+      fail_locked("threads of block " + std::to_string(blockIdx.x) + " reached different barriers (" +
+                  describe(site_) + " and " + describe(site) + ")");
     }
+    where_[t] = kAtBarrier;
+    check_warp_locked(t / 32);
     if (++waiting_ == threads_) {
       waiting_ = 0;
       ++generation_;
+      for (auto& w : where_) w = kRunning;
       cv_.notify_all();
       return;
     }
@@ -131,32 +149,137 @@ class BlockBarrier {
     if (failed_ && generation_ == generation) throw BarrierMismatch(message_);
   }
 
-  bool failed() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return failed_;
+  // The value lane `source` of this thread's warp passed to the same shuffle.
+  template <typename V> V exchange(int site, unsigned mask, V value, int source) {
+    static_assert(sizeof(V) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (failed_) throw BarrierMismatch(message_);
+    const int t = thread_index(), w = t / 32, lane = t % 32;
+    if (mask != 0xffffffffu)
+      fail_locked("a shuffle at line " + std::to_string(site) + " names lanes " + std::to_string(mask) +
+                  ", not the whole warp");
+    if ((w + 1) * 32 > threads_)
+      fail_locked("a shuffle at line " + std::to_string(site) + " in a warp of fewer than 32 threads");
+    Warp& warp = warps_[w];
+    if (warp.waiting == 0) {
+      warp.site = site;
+    } else if (site != warp.site) {
+      fail_locked("lanes of warp " + std::to_string(w) + " reached different shuffles (lines " +
+                  std::to_string(warp.site) + " and " + std::to_string(site) + ")");
+    }
+    const int parity = static_cast<int>(warp.generation & 1);
+    std::memcpy(&warp.slots[parity][lane], &value, sizeof(V));
+    where_[t] = kAtShuffle;
+    check_warp_locked(w);
+    if (++warp.waiting == 32) {
+      warp.waiting = 0;
+      ++warp.generation;
+      for (int l = 0; l < 32; ++l) where_[w * 32 + l] = kRunning;
+      cv_.notify_all();
+    } else {
+      const long generation = warp.generation;
+      cv_.wait(lock, [&] { return warp.generation != generation || failed_; });
+      if (failed_ && warp.generation == generation) throw BarrierMismatch(message_);
+    }
+    V out;  // read under the lock: the slots of this parity are rewritten only two exchanges later
+    std::memcpy(&out, &warp.slots[parity][source], sizeof(V));
+    return out;
   }
-  std::string message() {
+
+  void fail(const std::string& message) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return message_;
+    if (!failed_) {
+      failed_ = true;
+      message_ = message;
+      cv_.notify_all();
+    }
   }
 
  private:
-  static std::string describe(int site) {
-    return site < 0 ? std::string("the end of the kernel") : "__syncthreads at line " + std::to_string(site);
+  enum Where : char { kRunning, kAtBarrier, kAtShuffle };
+  struct Warp {
+    int waiting = 0, site = 0;
+    long generation = 0;
+    uint64_t slots[2][32] = {};
+  };
+
+  static int thread_index() {
+    return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
   }
+  static std::string describe(int site) {
+    return site == -1 ? std::string("the end of the kernel")
+           : site == -2 ? std::string("the start of the kernel")
+                        : "__syncthreads at line " + std::to_string(site);
+  }
+  [[noreturn]] void fail_locked(const std::string& message) {
+    if (!failed_) {
+      failed_ = true;
+      message_ = message;
+      cv_.notify_all();
+    }
+    throw BarrierMismatch(message_);
+  }
+  // Lanes of one warp waiting at a shuffle and at __syncthreads at once would wait for ever.
+  void check_warp_locked(int w) {
+    bool barrier = false, shuffle = false;
+    for (int t = w * 32; t < threads_ && t < (w + 1) * 32; ++t) {
+      barrier |= where_[t] == kAtBarrier;
+      shuffle |= where_[t] == kAtShuffle;
+    }
+    if (barrier && shuffle)
+      fail_locked("lanes of warp " + std::to_string(w) + " wait at a shuffle (line " + std::to_string(warps_[w].site) +
+                  ") and at " + describe(site_) + " at once");
+  }
+
   std::mutex mutex_;
   std::condition_variable cv_;
   int threads_, waiting_ = 0, site_ = 0;
   long generation_ = 0;
+  std::vector<Where> where_;
+  std::vector<Warp> warps_;
   bool failed_ = false;
   std::string message_;
 };
 
-inline thread_local BlockBarrier* current_barrier = nullptr;
-inline thread_local unsigned char* current_shared = nullptr;
+// Asynchronous copies of one thread: performed only when a wait retires their group.
+struct PendingCopies {
+  struct Copy {
+    void* dst;
+    const void* src;
+    size_t bytes, zfill;
+  };
+  std::vector<Copy> open;               // issued, not yet committed
+  std::deque<std::vector<Copy>> groups;  // committed, oldest first
+  bool empty() const {  // no copy outstanding (empty groups carry none)
+    for (const auto& group : groups)
+      if (!group.empty()) return false;
+    return open.empty();
+  }
+};
 
-inline void sync_threads(int line) { current_barrier->arrive(line); }
+inline thread_local BlockSync* current_block = nullptr;
+inline thread_local unsigned char* current_shared = nullptr;
+inline thread_local size_t current_shared_bytes = 0;
+inline thread_local PendingCopies pending_copies;
+
+inline void sync_threads(int line) { current_block->arrive(line); }
 inline unsigned char* dynamic_shared() { return current_shared; }
+
+enum class Shuffle { Index, Up, Down };
+
+// __shfl_sync / __shfl_up_sync / __shfl_down_sync with width 32: lanes whose source lies outside the
+// warp keep their own value (up, down).
+template <typename V> V shuffle(int site, unsigned mask, V value, Shuffle kind, int arg) {
+  const int lane = static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32;
+  int source = kind == Shuffle::Index ? arg % 32 : kind == Shuffle::Up ? lane - arg : lane + arg;
+  if (source < 0 || source >= 32) source = lane;
+  return current_block->exchange(site, mask, value, source);
+}
+
+[[noreturn]] inline void copy_failure(const std::string& message) {
+  current_block->fail(message);
+  throw BarrierMismatch(message);
+}
 
 // Runs grid.x * grid.y * grid.z blocks one after another on block.x * block.y * block.z threads.
 template <typename... Params> class Launch {
@@ -181,13 +304,15 @@ template <typename... Params> class Launch {
     }
     blockDim = block_;
     gridDim = grid_;
-    BlockBarrier barrier(static_cast<int>(threads));
+    BlockSync barrier(static_cast<int>(threads));
     std::vector<unsigned char> shared(shared_ + kGuardBytes);
     std::string failure;
     std::mutex failure_mutex;
     auto body = [&](unsigned t) {
-      current_barrier = &barrier;
+      current_block = &barrier;
       current_shared = shared.data();
+      current_shared_bytes = shared_;
+      pending_copies = PendingCopies();
       threadIdx = dim3(t % block_.x, t / block_.x % block_.y, t / (block_.x * block_.y));
       try {
         for (unsigned long long q = 0; q < blocks; ++q) {
@@ -196,6 +321,8 @@ template <typename... Params> class Launch {
           barrier.arrive(-2);
           std::tuple<Params...> mine = params;  // each thread its own copy of the parameters
           std::apply(kernel_, mine);
+          if (!pending_copies.empty())
+            copy_failure("block " + std::to_string(q) + " ended with asynchronous copies not waited for");
           barrier.arrive(-1);
           if (t == 0) {
             for (size_t k = shared_; k < shared.size(); ++k) {
@@ -290,4 +417,34 @@ inline __nv_bfloat16 __float2bfloat16_rn(float v) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return {static_cast<uint16_t>((u >> 16) | 0x40u)};  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);
   return {static_cast<uint16_t>(u >> 16)};
+}
+
+// ---- asynchronous copies (cuda_pipeline_primitives.h): recorded, performed when a wait retires them
+inline void __pipeline_memcpy_async(void* dst, const void* src, size_t size_and_align, size_t zfill = 0) {
+  using gspn_emu::copy_failure;
+  if (size_and_align != 4 && size_and_align != 8 && size_and_align != 16)
+    copy_failure("__pipeline_memcpy_async of " + std::to_string(size_and_align) + " bytes (4, 8 or 16 allowed)");
+  if (zfill > size_and_align) copy_failure("__pipeline_memcpy_async: zfill larger than the copy");
+  if (reinterpret_cast<uintptr_t>(dst) % size_and_align || reinterpret_cast<uintptr_t>(src) % size_and_align)
+    copy_failure("__pipeline_memcpy_async: an address not aligned to the copy size");
+  const unsigned char* begin = gspn_emu::current_shared;
+  const unsigned char* to = static_cast<const unsigned char*>(dst);
+  if (to < begin || to + size_and_align > begin + gspn_emu::current_shared_bytes)
+    copy_failure("__pipeline_memcpy_async: destination outside the block's dynamic shared memory");
+  gspn_emu::pending_copies.open.push_back({dst, src, size_and_align, zfill});
+}
+inline void __pipeline_commit() {
+  auto& pending = gspn_emu::pending_copies;
+  pending.groups.push_back(std::move(pending.open));
+  pending.open.clear();
+}
+inline void __pipeline_wait_prior(size_t prior) {
+  auto& groups = gspn_emu::pending_copies.groups;
+  while (groups.size() > prior) {
+    for (const auto& c : groups.front()) {
+      std::memcpy(c.dst, c.src, c.bytes - c.zfill);
+      std::memset(static_cast<unsigned char*>(c.dst) + (c.bytes - c.zfill), 0, c.zfill);
+    }
+    groups.pop_front();
+  }
 }

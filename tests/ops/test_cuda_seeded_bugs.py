@@ -1,0 +1,95 @@
+"""The emulation tests catch real kernel bugs: each test seeds one bug into the kernel source text,
+builds it under emulation and checks that the launch fails or the results leave the reference.
+
+Every mutation names the exact source text it changes, and the test fails loudly when that text is
+no longer in the kernels (a seeded bug that silently stops applying would prove nothing). The
+mutants are built once per module, in parallel, without optimisation, and each runs one small case.
+"""
+
+import concurrent.futures
+import os
+
+import pytest
+import torch
+
+from gspn.ops.build import source_dir
+from tests.ops.emulation.harness import CXX, EmulationError, Emulator, build
+from tests.ops.test_cuda_emulation import assert_all_close, emulated, make_inputs, reference
+
+BLOCK_CASE = ((1, 2, 1, 70, 6), "lr", None)  # cross axis 70: block mode, a barrier per step
+WARP_CASE = ((1, 2, 1, 6, 7), "lr", None)  # cross axis 6: warp mode, shuffles
+CHUNK_CASE = ((1, 2, 1, 5, 9), "lr", 3)
+
+# name: (text in propagate_kernels.cu, its replacement, case)
+MUTATIONS = {
+    "missing barrier after a forward scan step": (
+        "        __syncthreads();\n      }\n    }\n\n    for (int k = 0; k < bp.kn; ++k) {\n      T* hk",
+        "      }\n    }\n\n    for (int k = 0; k < bp.kn; ++k) {\n      T* hk",
+        BLOCK_CASE),
+    "a and c swapped in the forward": (
+        "copy_span(stage + (2 * cfg.kt + m) * sg.plane, weights[m],",
+        "copy_span(stage + (2 * cfg.kt + m) * sg.plane, weights[2 - m],",
+        WARP_CASE),
+    "chunk restart one step late": (
+        "for (int q = phase == 0 ? 0 : chunk - phase; q <= 32; q += chunk)",
+        "for (int q = phase == 0 ? 1 : chunk - phase + 1; q <= 32; q += chunk)",
+        CHUNK_CASE),
+    "forward shared memory one line short": (
+        "(kt + 3) * plane + kt * n;",
+        "(kt + 3) * plane + kt * n - n;",
+        BLOCK_CASE),
+    "missing wait for the asynchronous copies": (
+        "      __pipeline_wait_prior(0);\n      __syncthreads();  // every thread's copies of this tile have landed\n"
+        "      const Span sp(g, t0, steps, cfg.granule);",
+        "      __syncthreads();\n      const Span sp(g, t0, steps, cfg.granule);",
+        WARP_CASE),
+    "shuffle from the wrong side in the warp-mode forward": (
+        "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
+        "const A left = __shfl_down_sync(kFullWarp, h1, 1);",
+        WARP_CASE),
+}
+
+
+def mutated_source(name: str) -> str:
+    old, new, _ = MUTATIONS[name]
+    source = (source_dir() / "cuda" / "propagate_kernels.cu").read_text()
+    assert source.count(old) == 1, f"the text that {name!r} mutates is not in the kernels (once): {old!r}"
+    return source.replace(old, new)
+
+
+@pytest.fixture(scope="module")
+def mutants(tmp_path_factory):
+    if CXX is None:
+        pytest.skip("no C++ compiler (g++) to build the emulated kernels")
+    root = tmp_path_factory.mktemp("seeded_bugs")
+
+    def one(index_name):
+        index, name = index_name
+        try:
+            return name, build(root / str(index), flags=("-O0",), kernel_source=mutated_source(name))
+        except Exception as err:  # reported by the test of that mutation
+            return name, err
+
+    workers = max(1, min(len(MUTATIONS), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return dict(pool.map(one, enumerate(MUTATIONS)))
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_seeded_bug_is_caught(mutants, name):
+    built = mutants[name]
+    if isinstance(built, Exception):
+        raise built
+    shape, direction, chunk = MUTATIONS[name][2]
+    tensors = make_inputs(*shape, dtype=torch.float64)
+    emu = Emulator(built)
+    for _ in range(3):  # a missing barrier is a race: it shows in one of a few runs
+        try:
+            got = emulated(emu, tensors, direction, chunk)
+        except EmulationError:
+            return  # the launch failed
+        try:
+            assert_all_close(got, reference(tensors, direction, chunk), name)
+        except AssertionError:
+            return  # the results left the reference
+    pytest.fail(f"seeded bug not caught: {name}")
