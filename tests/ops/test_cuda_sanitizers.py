@@ -22,7 +22,8 @@ SANITIZERS = {
 }
 # (B, C, G, H, W), direction, chunk, dtype, shared opt-in bytes: every direction, chunks, G in {1, middle,
 # C}, several channel tiles (workspace), a cross axis of 530 (more than a block of 512 threads), a
-# shared-memory fallback plan, 16-bit storage.
+# shared-memory fallback plan (no ring), 16-bit storage copied one element at a time (odd W) and in
+# pairs (even W, block mode), warp mode (cross axes up to 64: shuffles) and block mode.
 CASES = [
     ((1, 4, 2, 5, 7), "lr", 3, torch.float32, 232448),
     ((1, 40, 1, 3, 6), "tb", None, torch.float64, 232448),
@@ -30,6 +31,7 @@ CASES = [
     ((1, 3, 3, 1, 2), "rl", 1, torch.float32, 232448),
     ((1, 1, 1, 530, 2), "lr", None, torch.float32, 232448),
     ((1, 6, 1, 40, 5), "rl", 2, torch.float64, 8 * 1024),
+    ((1, 2, 1, 66, 4), "rl", 3, torch.bfloat16, 232448),
 ]
 
 

@@ -47,6 +47,15 @@ MUTATIONS = {
         "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
         "const A left = __shfl_down_sync(kFullWarp, h1, 1);",
         WARP_CASE),
+    # The emulated shuffles themselves: every lane must take part, with the whole warp in the mask.
+    "shuffle skipped by half the lanes": (
+        "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
+        "const A left = tx < 16 ? __shfl_up_sync(kFullWarp, h1, 1) : h1;",
+        WARP_CASE),
+    "shuffle mask naming half the warp": (
+        "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
+        "const A left = __shfl_up_sync(0xffffu, h1, 1);",
+        WARP_CASE),
 }
 
 
