@@ -33,7 +33,8 @@ class GenerationTask(BaseTask):
     """Args:
         denoiser: a denoiser preset of gspn.models (gspn_denoiser_b2, ..., gspn_denoiser_nano2).
         denoiser_args: overrides of the preset (hidden, depth, conditioning, mlp_ratio, chunks, ...).
-        num_classes, image_size: linked from the data module (image_size: the training size in pixels).
+        num_classes: linked from the data module. image_size: the training size in pixels (default: the
+            data module's image_size).
         autoencoder: a local folder with a diffusers AutoencoderKL for latent diffusion (None: pixels).
         prediction_type: "epsilon" or "v_prediction"; num_train_timesteps, beta_schedule: the training
             schedule (1000, "linear": ADM/DiT).
@@ -57,7 +58,7 @@ class GenerationTask(BaseTask):
 
     monitor = "val_loss"
     monitor_mode = "min"
-    data_links = ("num_classes", "image_size")
+    data_links = ("num_classes",)
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
@@ -114,6 +115,13 @@ class GenerationTask(BaseTask):
             classifier = load_classifier(hp.fid_classifier, hp.classifier_mean, hp.classifier_std) \
                 if hp.fid_classifier else None
             self.helpers["quality"] = SampleQuality(hp.fid_features, classifier, hp.kid_subset_size)
+
+    def setup(self, stage: str) -> None:
+        # image_size comes from the data module when not given (not a command link: a link would also
+        # reach every other task's arguments).
+        if self.hparams.image_size is None:
+            self.hparams.image_size = getattr(self.trainer.datamodule, "image_size", None)
+            self.check_size("image_size", self.hparams.image_size)
 
     @property
     def codec(self):
