@@ -252,7 +252,11 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per variant beyond which repeats stop")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of the model steps")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (two sizes, a tiny model)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); on a machine shared with "
+                        "other busy processes one thread gives steadier ratios than an oversubscribed pool")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else SIZES)
     print(f"gspn mixer benchmark: {torch.get_num_threads()} threads, torch {torch.__version__}")

@@ -739,12 +739,21 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
 
 template <typename T>
 void backward_all(const Problem<T>& pr, const Units& units, const Outputs<T>& out) {
-  std::atomic<int64_t> next{0};
+  if (pr.proj) {
+    // dz and dproj are summed per thread: a fixed split of the units keeps the sums deterministic
+    at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+      Work<T> w(pr.H, pr.W, 3 + 3 * units.max_channels(), true);
+      std::vector<const T*> planes;
+      const int64_t thread = at::get_thread_num();
+      for (int64_t u = begin; u < end; ++u) backward_unit(pr, units, u, out, thread, w, planes);
+    });
+    return;
+  }
+  std::atomic<int64_t> next{0};  // every output has one writer: any order gives the same bits
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    Work<T> w(pr.H, pr.W, pr.proj ? 3 + 3 * units.max_channels() : 0, true);
+    Work<T> w(pr.H, pr.W, 0, true);
     std::vector<const T*> planes;
-    const int64_t thread = at::get_thread_num();
-    for (int64_t u = next++; u < units.count(); u = next++) backward_unit(pr, units, u, out, thread, w, planes);
+    for (int64_t u = next++; u < units.count(); u = next++) backward_unit(pr, units, u, out, 0, w, planes);
   });
 }
 

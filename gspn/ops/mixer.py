@@ -2,8 +2,9 @@
 
 Registered as the torch custom op `gspn::mixer_propagate` (fake implementation for torch.compile)
 with its own backward `gspn::mixer_propagate_backward`. The backend is resolved at run time like
-`propagate`'s: on CPU the fused C++ kernel (csrc/cpu/mixer_cpu.cpp); anywhere else the composition
-of the backend's single-direction scans (gspn/ops/mixer_reference.py), which with the "reference"
+`propagate`'s: a backend module with `mixer_forward`/`mixer_backward` runs its fused kernel (on CPU,
+csrc/cpu/mixer_cpu.cpp); any other (the reference, CUDA until its fused kernel exists) runs the
+composition of its single-direction scans (gspn/ops/mixer_reference.py), which with the "reference"
 backend is the definition. The backward recomputes the normalised weights from the logits and,
 unless `save_states`, the hidden states too, and returns gradients in the layout of the inputs.
 """
@@ -11,7 +12,7 @@ unless `save_states`, the hidden states too, and returns gradients in the layout
 import torch
 from torch import Tensor
 
-from . import cpu, mixer_reference
+from . import mixer_reference
 from .backends import resolve
 from .checks import BACKEND_NAMES
 
@@ -19,10 +20,11 @@ DIRECTIONS = mixer_reference.DIRECTIONS
 
 
 def _implementation(backend: str, device: torch.device):
-    """(forward, backward) for the resolved backend: the fused kernel, or the composition of its scans."""
+    """(forward, backward) for the resolved backend: its fused kernel where the backend module has one
+    (`mixer_forward` and `mixer_backward`, as gspn.ops.cpu does), else the composition of its scans."""
     module = resolve(backend, device)
-    if module is cpu:
-        return cpu.mixer_forward, cpu.mixer_backward
+    if hasattr(module, "mixer_forward") and hasattr(module, "mixer_backward"):
+        return module.mixer_forward, module.mixer_backward
     return ((lambda *args: mixer_reference.forward(module, *args)),
             (lambda *args: mixer_reference.backward(module, *args)))
 
