@@ -46,10 +46,11 @@
 namespace gspn_cuda {
 namespace detail {
 
-constexpr int kMaxThreads = 512;  // with 2 blocks per SM: 64 registers a thread, no spills
+constexpr int kMaxThreads = 512;  // forward: 2 blocks per SM (64 registers); backward: 1 (128)
 constexpr int kMaxChannelTile = 32;
 constexpr int kMinSpreadTile = 1;  // channel tiles are split down to this to fill the SMs
-// Values each thread loads before it waits (register staging), as many as fit in 64 registers.
+// Plans without a ring: values each thread loads before it waits (register staging), as many as
+// fit next to the ring code without spills.
 constexpr int kForwardStage = 2, kBackwardStage = 2, kBackwardStageDouble = 2;
 constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and later
 constexpr int kWarpCross = 64;       // warp mode: cross axes up to two positions per lane
