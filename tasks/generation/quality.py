@@ -39,10 +39,17 @@ def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float,
     """The backbone of a ClassificationTask checkpoint (its averaged weights when trained with an EMA)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
-    from ..classification import ClassificationTask
+    from gspn.models import create_model, load_checkpoint
 
-    task = ClassificationTask.load_from_checkpoint(path, map_location="cpu")
-    return ClassifierFeatures(task.model, mean, std)
+    # The network alone, from the task's recorded settings: building the task itself here would run
+    # inside the `gspn` command's construction of this task and take its arguments.
+    settings = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if not isinstance(settings.get("backbone"), str) or not settings.get("num_classes"):
+        raise ValueError(f"fid_classifier: {path} is not a checkpoint of the classification task with a preset "
+                         "backbone (its hyper_parameters name no backbone and num_classes)")
+    model = create_model(settings["backbone"], num_classes=settings["num_classes"], **(settings.get("backbone_args") or {}))
+    load_checkpoint(model, path, strict=True)
+    return ClassifierFeatures(model, mean, std)
 
 
 class SampleQuality(nn.Module):
