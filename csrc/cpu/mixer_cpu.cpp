@@ -337,6 +337,65 @@ void axpy(T alpha, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1): eight pixels at a time in
+// registers, z's tile read from L1 by every row.
+// out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1): eight pixels at a time in
+// registers, z's tile read from L1 by every row.
+template <typename T>
+void project_tile(const T* z, int64_t stride, int64_t R, const T* const* coefs, T* const* outs, int64_t rows,
+                  int64_t p0, int64_t p1) {
+  constexpr int64_t kLanes = 8;
+  int64_t p = p0;
+  for (; p + kLanes <= p1; p += kLanes) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* c = coefs[i];
+      T acc[kLanes] = {};
+      for (int64_t r = 0; r < R; ++r) {
+        const T cr = c[r];
+        const T* zr = z + r * stride + p;
+        for (int64_t l = 0; l < kLanes; ++l) acc[l] += cr * zr[l];
+      }
+      T* o = outs[i] + p;
+      for (int64_t l = 0; l < kLanes; ++l) o[l] = acc[l];
+    }
+  }
+  for (; p < p1; ++p) {
+    for (int64_t i = 0; i < rows; ++i) {
+      T acc = T(0);
+      for (int64_t r = 0; r < R; ++r) acc += coefs[i][r] * z[r * stride + p];
+      outs[i][p] = acc;
+    }
+  }
+}
+
+// dz[r * stride + p] += sum_i coef_i[r] * grad_i[p] for p in [p0, p1), eight pixels at a time.
+template <typename T>
+void contract_tile(const T* const* coefs, const T* const* grads, int64_t rows, int64_t R, int64_t stride, int64_t p0,
+                   int64_t p1, T* dz) {
+  constexpr int64_t kLanes = 8;
+  int64_t p = p0;
+  for (; p + kLanes <= p1; p += kLanes) {
+    for (int64_t r = 0; r < R; ++r) {
+      T* d = dz + r * stride + p;
+      T acc[kLanes];
+      for (int64_t l = 0; l < kLanes; ++l) acc[l] = d[l];
+      for (int64_t i = 0; i < rows; ++i) {
+        const T c = coefs[i][r];
+        const T* gi = grads[i] + p;
+        for (int64_t l = 0; l < kLanes; ++l) acc[l] += c * gi[l];
+      }
+      for (int64_t l = 0; l < kLanes; ++l) d[l] = acc[l];
+    }
+  }
+  for (; p < p1; ++p) {
+    for (int64_t r = 0; r < R; ++r) {
+      T acc = dz[r * stride + p];
+      for (int64_t i = 0; i < rows; ++i) acc += coefs[i][r] * grads[i][p];
+      dz[r * stride + p] = acc;
+    }
+  }
+}
+
 // The Stability-Context normalisation of one plane of logits (DESIGN 1.2), in the plane's layout.
 // The cross axis is the row index for horizontal scans and the column index for vertical ones.
 // Sigmoids: la, lb, lc already hold the sigmoids of the logits.
@@ -503,17 +562,16 @@ void unit_planes(const Problem<T>& pr, int64_t b, int k, int64_t g, int64_t ch0,
   if (!pr.proj) return;
   // proj_row . z at every pixel, a tile of pixels at a time so that z's tile stays in L1 for all rows
   const T* z = pr.params + b * pr.R * pr.plane;
+  std::vector<const T*> coefs;
+  std::vector<T*> outs;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0) continue;
+    coefs.push_back(pr.proj + (k * lo.Q + rows[i]) * pr.R);
+    outs.push_back(w.slots.data() + i * pr.plane);
+  }
   for (int64_t p0 = 0; p0 < pr.plane; p0 += kPixelTile) {
-    const int64_t n = std::min(kPixelTile, pr.plane - p0);
-    for (size_t i = 0; i < rows.size(); ++i) {
-      if (rows[i] < 0) continue;
-      const T* coef = pr.proj + (k * lo.Q + rows[i]) * pr.R;
-      T* __restrict__ out = w.slots.data() + i * pr.plane + p0;
-      const T* __restrict__ z0 = z + p0;
-      const T c0 = coef[0];
-      for (int64_t p = 0; p < n; ++p) out[p] = c0 * z0[p];
-      for (int64_t r = 1; r < pr.R; ++r) axpy(coef[r], z + r * pr.plane + p0, out, n);
-    }
+    project_tile(z, pr.plane, pr.R, coefs.data(), outs.data(), int64_t(coefs.size()), p0,
+                 std::min(pr.plane, p0 + kPixelTile));
   }
 }
 
@@ -718,19 +776,22 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
       const T* z = pr.params + b * pr.R * plane;
       T* dz = out.dz + (thread * pr.B + b) * pr.R * plane;
       double* dproj = out.dproj + thread * kDirections * Q * pr.R;
-      const int64_t slots = 3 + 3 * nch;
+      std::vector<const T*> coefs;
+      std::vector<const T*> grads;
+      std::vector<double*> drows;
+      for (int64_t i = 0; i < 3 + 3 * nch; ++i) {
+        const int64_t row = slot_row(lo, i, g, ch0);
+        if (row < 0) continue;
+        coefs.push_back(pr.proj + (k * Q + row) * pr.R);
+        grads.push_back(w.dslots.data() + i * plane);
+        drows.push_back(dproj + (k * Q + row) * pr.R);
+      }
+      const int64_t rows = int64_t(coefs.size());
       for (int64_t p0 = 0; p0 < plane; p0 += kPixelTile) {  // a tile of dz and z stays in L1 for all rows
-        const int64_t n = std::min(kPixelTile, plane - p0);
-        for (int64_t i = 0; i < slots; ++i) {
-          const int64_t row = slot_row(lo, i, g, ch0);
-          if (row < 0) continue;
-          const T* dq = w.dslots.data() + i * plane + p0;
-          const T* coef = pr.proj + (k * Q + row) * pr.R;
-          double* drow = dproj + (k * Q + row) * pr.R;
-          for (int64_t r = 0; r < pr.R; ++r) {
-            drow[r] += dot(dq, z + r * plane + p0, n);
-            axpy(coef[r], dq, dz + r * plane + p0, n);
-          }
+        const int64_t p1 = std::min(plane, p0 + kPixelTile);
+        contract_tile(coefs.data(), grads.data(), rows, pr.R, plane, p0, p1, dz);
+        for (int64_t i = 0; i < rows; ++i) {
+          for (int64_t r = 0; r < pr.R; ++r) drows[i][r] += dot(grads[i] + p0, z + r * plane + p0, p1 - p0);
         }
       }
     }
