@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.config_files import write_config
 
 TINY_MODEL = {"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2}
 
@@ -19,11 +20,6 @@ def tiny_config(root: Path, **trainer) -> dict:
         "data": {"class_path": "SyntheticShapesDataModule",
                  "init_args": {"num_train": 32, "num_val": 16, "num_test": 16, "image_size": 32, "batch_size": 8}},
     }
-
-
-def write_config(path: Path, config: dict) -> str:
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 @pytest.fixture

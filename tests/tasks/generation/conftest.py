@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.config_files import write_config
 
 TINY_DENOISER = {"hidden": 16, "depth": 2, "d_state": 2, "mlp_ratio": 1.0}
 
@@ -21,11 +22,6 @@ def tiny_config(root: Path, **trainer) -> dict:
                  "init_args": {"num_train": 16, "num_val": 8, "image_size": 16, "batch_size": 8,
                                "samples_per_class": 1, "predict_classes": [0, "ring"]}},
     }
-
-
-def write_config(path: Path, config: dict) -> str:
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 @pytest.fixture

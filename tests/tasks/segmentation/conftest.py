@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.config_files import write_config
 
 TINY_BACKBONE = {"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2}
 TINY_HEADS = {"decode_channels": 16, "aux_channels": 8}
@@ -31,11 +32,6 @@ def tiny_config(root: Path, **trainer) -> dict:
                  "init_args": {"num_train": 8, "num_val": 4, "num_test": 4, "image_size": 32, "batch_size": 4,
                                "eval_batch_size": 4}},
     }
-
-
-def write_config(path: Path, config: dict) -> str:
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 @pytest.fixture
