@@ -68,7 +68,7 @@ FROM_LR = {"lr": lambda t: t, "rl": lambda t: t.flip(3), "tb": lambda t: t.trans
 
 
 def autograd_scan(x, lam, a, b, c, direction, chunk):
-    """The baseline: DESIGN 1.1 as a loop over the columns of the transformed input, for autograd."""
+    """The baseline: docs/design.md §1.1 as a loop over the columns of the transformed input, for autograd."""
     B, C, G = x.shape[0], x.shape[1], a.shape[1]
     v = TO_LR[direction](lam * x)
     v = v.reshape(B, G, C // G, *v.shape[2:])

@@ -1,4 +1,4 @@
-"""An independent oracle for the propagation: the explicit dense matrix of DESIGN 1.1.
+"""An independent oracle for the propagation: the explicit dense matrix of docs/design.md §1.1.
 
 For the left-to-right scan, column j of the hidden state is h_j = T_j h_{j-1} + lam_j x_j with T_j the
 tridiagonal matrix (a, b, c of column j on its sub-, main and super-diagonal), and T_j = 0 where a

@@ -1,5 +1,5 @@
 #ifndef GSPN_MIXER_PASS
-// The GSPN mixer's propagation on CPU, four directions fused (docs/mixer.md, DESIGN 1.2-1.5):
+// The GSPN mixer's propagation on CPU, four directions fused (docs/mixer.md; docs/design.md §1.2-1.5):
 //
 //   y = sum_k merge[k] * (u_k * h_k + d_k * x)
 //
@@ -396,7 +396,7 @@ void contract_tile(const T* const* coefs, const T* const* grads, int64_t rows, i
   }
 }
 
-// The Stability-Context normalisation of one plane of logits (DESIGN 1.2), in the plane's layout.
+// The Stability-Context normalisation of one plane of logits (docs/design.md §1.2), in the plane's layout.
 // The cross axis is the row index for horizontal scans and the column index for vertical ones.
 // Sigmoids: la, lb, lc already hold the sigmoids of the logits.
 template <bool Horizontal, bool Sigmoids, typename T>

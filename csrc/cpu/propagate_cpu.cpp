@@ -1,5 +1,5 @@
 #ifndef GSPN_KERNEL_PASS
-// The GSPN line scan on CPU (DESIGN 1.1, 1.5): forward and hand-written backward.
+// The GSPN line scan on CPU (docs/design.md §1.1, 1.5): forward and hand-written backward.
 //
 // Every direction is the "lr" scan seen through index arithmetic: line s of the scan (s = 0 where
 // the scan starts) begins at `first + s * step` inside an (H, W) plane and its N positions lie

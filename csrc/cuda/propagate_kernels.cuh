@@ -1,4 +1,4 @@
-// CUDA kernels of the GSPN line scan (DESIGN 1.1, 1.5): host launchers on raw pointers.
+// CUDA kernels of the GSPN line scan (docs/design.md §1.1, 1.5): host launchers on raw pointers.
 //
 // Only CUDA headers here, so `nvcc -c propagate_kernels.cu` checks the kernels without torch.
 // All tensors are contiguous: x, lam, h, dh, dx, dlam of shape (B, C, H, W); a, b, c, da, db, dc of

@@ -1,4 +1,4 @@
-"""The GSPN mixer: 2D line-scan propagation in four directions as a token mixer (DESIGN 1.3, 1.4).
+"""The GSPN mixer: 2D line-scan propagation in four directions as a token mixer (docs/design.md §1.3, 1.4).
 
 in_proj -> depthwise conv -> per-direction weights, lam, u -> normalise -> propagate in four
 directions -> learned merge -> LayerNorm -> GRN -> out_proj. Two ways to make the weights:

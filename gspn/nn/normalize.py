@@ -1,4 +1,4 @@
-"""The Stability-Context Condition (DESIGN 1.2): weight logits to row-stochastic tridiagonal weights."""
+"""The Stability-Context Condition (docs/design.md §1.2): weight logits to row-stochastic tridiagonal weights."""
 
 import torch
 from torch import Tensor

@@ -129,7 +129,7 @@ def mixer_propagate(x: Tensor, params: Tensor, merge: Tensor, *, groups: int, pr
     a~, b~, c~ (G = `groups` channels each), lam and u (C each) and, with `skip`, d (C); Q is the sum.
     With `proj` (4 * Q, R), params is instead a proxy (B, R, H, W) and the per-direction maps are
     proj @ params at each pixel, computed inside and never stored. merge: (4,). The logits are
-    normalised inside (DESIGN 1.2) along each direction's cross axis. `save_states` keeps the hidden
+    normalised inside (docs/design.md §1.2) along each direction's cross axis. `save_states` keeps the hidden
     states for the backward (4 * B * C * H * W values) instead of recomputing them there.
     Low-precision inputs run in float32; y has x's dtype.
     """

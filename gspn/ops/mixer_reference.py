@@ -5,7 +5,7 @@ the four directions one after the other with that module's scan, the Stability-C
 normalisation, the gating, the skip and the merge in plain PyTorch. With the reference backend this
 is the oracle of the fused kernels; on CUDA it is the fused op until a fused CUDA kernel exists.
 
-The parameter layout (DESIGN 1.3, 1.4; docs/mixer.md): per direction k in DIRECTIONS order, the
+The parameter layout (docs/design.md §1.3, 1.4; docs/mixer.md): per direction k in DIRECTIONS order, the
 projection writes Q = 3G + (3 if skip else 2) * C channels
 
     a~ (G) | b~ (G) | c~ (G) | lam (C) | u (C) | d (C, only with the skip)
@@ -58,7 +58,7 @@ def _border_masks(la: Tensor, cross_dim: int) -> tuple[Tensor, Tensor]:
 
 
 def normalize(la: Tensor, lb: Tensor, lc: Tensor, cross_dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """DESIGN 1.2: sigmoid, the outside term left out at both ends of the cross axis, divided by the sum."""
+    """docs/design.md §1.2: sigmoid, the outside term left out at both ends of the cross axis, divided by the sum."""
     first, last = _border_masks(la, cross_dim)
     sa, sb, sc = torch.sigmoid(la) * first, torch.sigmoid(lb), torch.sigmoid(lc) * last
     total = sa + sb + sc

@@ -56,7 +56,7 @@ _propagate.register_autograd(_backward, setup_context=_setup_context)
 
 def propagate(x: Tensor, lam: Tensor, a: Tensor, b: Tensor, c: Tensor, *,
               direction: str = "lr", chunk: int | None = None, backend: str | None = None) -> Tensor:
-    """Run the GSPN line scan (DESIGN 1.1) in one direction and return the hidden state h.
+    """Run the GSPN line scan (docs/design.md §1.1) in one direction and return the hidden state h.
 
     x, lam: (B, C, H, W). a, b, c: (B, G, H, W) with G dividing C; channel group g (C // G contiguous
     channels) uses weight plane g. `direction` in {"lr", "rl", "tb", "bt"}: "a" always links to the

@@ -1,4 +1,4 @@
-"""Pure-PyTorch propagation: the definition in code (DESIGN 1.1, 1.5) and the oracle for kernels.
+"""Pure-PyTorch propagation: the definition in code (docs/design.md §1.1, 1.5) and the oracle for kernels.
 
 Every tensor is first laid out scan-major, (L, B, G, K, N): L steps along the scan axis, N positions
 on the cross axis, channels split into G weight groups of K channels (weights have K = 1 and

@@ -1,4 +1,4 @@
-"""The stochastic normalisation of the weights (DESIGN 1.2)."""
+"""The stochastic normalisation of the weights (docs/design.md §1.2)."""
 
 import pytest
 import torch

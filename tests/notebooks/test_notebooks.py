@@ -1,4 +1,4 @@
-"""Every notebook in notebooks/ runs top to bottom without a cell error (DESIGN 2: executed in CI)."""
+"""Every notebook in notebooks/ runs top to bottom without a cell error (docs/design.md §2: executed in CI)."""
 
 from pathlib import Path
 

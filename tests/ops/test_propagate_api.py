@@ -101,7 +101,7 @@ def test_torch_compile_traces_without_graph_breaks():
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("direction", ["lr", "bt"])
 def test_long_stochastic_scan_stays_bounded(backend, direction):
-    """Row-stochastic weights (DESIGN 1.2) keep |h| <= max|lam x| * steps over 4096 steps in float32."""
+    """Row-stochastic weights (docs/design.md §1.2) keep |h| <= max|lam x| * steps over 4096 steps in float32."""
     require(backend)
     H, W = (8, 4096) if direction == "lr" else (4096, 8)
     gen = torch.Generator().manual_seed(0)
@@ -137,7 +137,7 @@ def test_low_precision_inputs_accumulate_in_float32(dtype):
 
 
 def dyadic_stochastic_weights(H, W, direction, seed=0):
-    """Row-stochastic weights (DESIGN 1.2) whose values are multiples of 1/8, exact in bfloat16.
+    """Row-stochastic weights (docs/design.md §1.2) whose values are multiples of 1/8, exact in bfloat16.
 
     Each position draws one of a few triples summing to one; the cross axis' first position has no
     `a` and its last no `c`. With lam * x = 1 the state then counts the steps walked, exactly in float32.
