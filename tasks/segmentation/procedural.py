@@ -77,7 +77,7 @@ def draw_scene(height: int, width: int, rng: np.random.Generator) -> tuple[np.nd
                 break
     rows, columns = np.mgrid[:height, :width]
     for _ in range(int(rng.integers(2, 5))):  # discs and squares
-        size = int(rng.integers(max(3, side // 10), max(4, side // 5) + 1))
+        size = int(rng.integers(max(4, side // 6), max(5, side // 3) + 1))
         for _attempt in range(20):
             top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
             if canvas.free(top, left, top + size, left + size, margin // 2):
