@@ -220,6 +220,26 @@ __device__ __forceinline__ void staged(int count, int tid, int nt, Load load, St
   }
 }
 
+// The three weight planes of the tile at step t0 into shared memory w (plans without a ring).
+template <int Values, typename A, typename T>
+__device__ __forceinline__ void stage_weight_tile(A* w, const T* const* weights, const Geometry& g,
+                                                  const TileLayout& tl, int t0, int steps, int count, int tid,
+                                                  int nt) {
+  staged<3, Values, A>(
+      count, tid, nt,
+      [&](int e, A* r) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        const int64_t o = g.offset(t0 + sl, i);
+        for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
+      },
+      [&](int e, const A* r) {
+        int sl, i;
+        tile_coord(g, steps, e, sl, i);
+        for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
+      });
+}
+
 // What a block works on: which planes, how many channels, how the scan is tiled.
 struct Config {
   Geometry geo;
@@ -333,19 +353,7 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
               vk[tl.at(sl, i)] = r[0] * r[1];
             });
       }
-      staged<3, kForwardStage, A>(
-          count, tid, nt,
-          [&](int e, A* r) {
-            int sl, i;
-            tile_coord(g, steps, e, sl, i);
-            const int64_t o = g.offset(t0 + sl, i);
-            for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
-          },
-          [&](int e, const A* r) {
-            int sl, i;
-            tile_coord(g, steps, e, sl, i);
-            for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
-          });
+      stage_weight_tile<kForwardStage>(w, weights, g, tl, t0, steps, count, tid, nt);
       __syncthreads();
     }
 
@@ -526,19 +534,7 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
               hp[at] = r[1];
             });
       }
-      staged<3, kStage, A>(
-          count, tid, nt,
-          [&](int e, A* r) {
-            int sl, i;
-            tile_coord(g, steps, e, sl, i);
-            const int64_t o = g.offset(t0 + sl, i);
-            for (int m = 0; m < 3; ++m) r[m] = to_acc(weights[m][o]);
-          },
-          [&](int e, const A* r) {
-            int sl, i;
-            tile_coord(g, steps, e, sl, i);
-            for (int m = 0; m < 3; ++m) w[m * tl.plane + tl.at(sl, i)] = r[m];
-          });
+      stage_weight_tile<kStage>(w, weights, g, tl, t0, steps, count, tid, nt);
       __syncthreads();
     }
 
