@@ -35,7 +35,7 @@ class NamedImages(Dataset):
 class SegmentationDataModule(TaskDataModule):
     """Args: batch_size (training, per device; at least 2), eval_batch_size (validation, test,
     prediction), num_workers; predict_root: a folder of images for `gspn predict` (default: the
-    validation images)."""
+    validation images), read one image per batch since their sizes may differ."""
 
     def __init__(self, class_names: Sequence[str], palette: Sequence[Sequence[int]] | None = None,
                  batch_size: int = 8, eval_batch_size: int = 1, num_workers: int = 2,
@@ -61,7 +61,8 @@ class SegmentationDataModule(TaskDataModule):
         return self.loader("test", batch_size=self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader("predict", batch_size=self.eval_batch_size)
+        # The images of a folder may each have their own size: one per batch.
+        return self.loader("predict", batch_size=1 if self.predict_root else self.eval_batch_size)
 
 
 class ProceduralScenesDataModule(SegmentationDataModule):

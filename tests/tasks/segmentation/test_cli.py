@@ -42,7 +42,7 @@ def test_predict_writes_palette_labels_and_overlays(tmp_path):
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(
             folder / f"{name}.jpg")
     config = tiny_config(tmp_path / "run")
-    config["data"]["init_args"].update(predict_root=str(folder), eval_batch_size=1)
+    config["data"]["init_args"].update(predict_root=str(folder))  # eval_batch_size 4: sizes must not be batched
     cli_main(["predict", "--config", write_config(tmp_path / "predict.yaml", config)])
     out = tmp_path / "run" / "predictions"
     assert sorted(p.name for p in out.iterdir()) == ["tall.png", "tall_overlay.png", "wide.png", "wide_overlay.png"]
