@@ -14,6 +14,8 @@
 //   line lives in shared memory and every step ends with __syncthreads;
 // - warp mode (N <= 64): one warp per channel (blockDim = 32 x kt), lane l owns positions 2l and
 //   2l+1; the state lives in registers, neighbours come by warp shuffles, no barrier per step.
+// A grid of at most one block per SM gets more rows of threads than channels (see plan_one): the
+// rows beyond the channels scan nothing and share the tile work (copies, conversions, write-outs).
 // The cross axis is limited by one block's shared memory, the same for forward and backward (the
 // forward refuses what the backward could not take): about 6400 (float32/16) or 3200 (float64)
 // positions on an H100.
@@ -55,6 +57,7 @@ constexpr int kForwardStage = 2, kBackwardStage = 2, kBackwardStageDouble = 2;
 constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and later
 constexpr int kWarpCross = 64;       // warp mode: cross axes up to two positions per lane
 constexpr int kWarpChannelTile = kMaxThreads / 32;  // warp mode: one warp per channel
+constexpr int kTileShare = 8;  // grids of at most one block per SM: tile elements per thread (see plan_one)
 constexpr unsigned kFullWarp = 0xffffffffu;
 
 template <typename T> struct Accumulator { using type = float; };
@@ -363,29 +366,34 @@ forward_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __re
       if (k < bp.kn) {
         A* vk = v + k * tl.plane;
         for (int sl = 0; sl < steps; ++sl) {
-          const A left = __shfl_up_sync(kFullWarp, h1, 1);    // h at i0 - 1
-          const A right = __shfl_down_sync(kFullWarp, h0, 1);  // h at i1 + 1
+          // The lane's own terms are summed while the shuffles fly, so that one multiply-add (the
+          // neighbour lane's term) is all a step adds to the chain after them.
           const bool fresh = restarts_at(restart, sl);
+          const int here0 = tl.at(sl, i0), here1 = tl.at(sl, i1);
           A s0 = A(0), s1 = A(0);  // positions past the cross axis keep a zero state
           if (i0 < N) {
-            const int here = tl.at(sl, i0);
-            s0 = vk[here];
+            s0 = vk[here0];
             if (!fresh) {
-              s0 += w[tl.plane + here] * h0;
-              if (i0 > 0) s0 += w[here] * left;
-              if (i1 < N) s0 += w[2 * tl.plane + here] * h1;
+              s0 += w[tl.plane + here0] * h0;
+              if (i1 < N) s0 += w[2 * tl.plane + here0] * h1;
             }
-            vk[here] = s0;
           }
           if (i1 < N) {
-            const int here = tl.at(sl, i1);
-            s1 = vk[here];
+            s1 = vk[here1];
             if (!fresh) {
-              s1 += w[tl.plane + here] * h1;
-              s1 += w[here] * h0;
-              if (i1 + 1 < N) s1 += w[2 * tl.plane + here] * right;
+              s1 += w[tl.plane + here1] * h1;
+              s1 += w[here1] * h0;
             }
-            vk[here] = s1;
+          }
+          const A left = __shfl_up_sync(kFullWarp, h1, 1);    // h at i0 - 1
+          const A right = __shfl_down_sync(kFullWarp, h0, 1);  // h at i1 + 1
+          if (i0 < N) {
+            if (!fresh && i0 > 0) s0 += w[here0] * left;
+            vk[here0] = s0;
+          }
+          if (i1 < N) {
+            if (!fresh && i1 + 1 < N) s1 += w[2 * tl.plane + here1] * right;
+            vk[here1] = s1;
           }
           h0 = s0;
           h1 = s1;
@@ -544,33 +552,35 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
       if (k < bp.kn) {
         A* dk = d + k * tl.plane;
         for (int sl = steps - 1; sl >= 0; --sl) {
-          const A left = __shfl_up_sync(kFullWarp, d1, 1);    // d of the line after at i0 - 1
-          const A right = __shfl_down_sync(kFullWarp, d0, 1);  // ... at i1 + 1
+          // As in the forward: the lane's own terms first, the neighbour lane's term after the shuffles.
           const bool linked = t0 + sl + 1 < g.L && !restarts_at(restart, sl + 1);
           const bool inside = sl + 1 < steps;
           const Line<A> wn = inside ? Line<A>{w + tl.at(sl + 1, 0), tl.plane, tl.pitch_i} : Line<A>{w_carry, N, 1};
+          const int here0 = tl.at(sl, i0), here1 = tl.at(sl, i1);
           A n0 = A(0), n1 = A(0);
           if (i0 < N) {
-            const int here = tl.at(sl, i0);
-            n0 = dk[here];
+            n0 = dk[here0];
             if (linked) {
-              A r = wn.at(1, i0) * d0;
-              if (i1 < N) r += wn.at(0, i1) * d1;
-              if (i0 > 0) r += wn.at(2, i0 - 1) * left;
-              n0 += r;
+              n0 += wn.at(1, i0) * d0;
+              if (i1 < N) n0 += wn.at(0, i1) * d1;
             }
-            dk[here] = n0;
           }
           if (i1 < N) {
-            const int here = tl.at(sl, i1);
-            n1 = dk[here];
+            n1 = dk[here1];
             if (linked) {
-              A r = wn.at(1, i1) * d1;
-              if (i1 + 1 < N) r += wn.at(0, i1 + 1) * right;
-              r += wn.at(2, i0) * d0;
-              n1 += r;
+              n1 += wn.at(1, i1) * d1;
+              n1 += wn.at(2, i0) * d0;
             }
-            dk[here] = n1;
+          }
+          const A left = __shfl_up_sync(kFullWarp, d1, 1);    // d of the line after at i0 - 1
+          const A right = __shfl_down_sync(kFullWarp, d0, 1);  // ... at i1 + 1
+          if (i0 < N) {
+            if (linked && i0 > 0) n0 += wn.at(2, i0 - 1) * left;
+            dk[here0] = n0;
+          }
+          if (i1 < N) {
+            if (linked && i1 + 1 < N) n1 += wn.at(0, i1 + 1) * right;
+            dk[here1] = n1;
           }
           d0 = n0;
           d1 = n1;
@@ -682,7 +692,7 @@ __global__ void sum_channel_tiles(const typename Accumulator<T>::type* __restric
 
 struct Plan {
   Config cfg;
-  int threads_x, threads_y;  // the block: cross positions (32 in warp mode) x channels
+  int threads_x, threads_y;  // the block: cross positions (32 in warp mode) x channels (or more, see plan_one)
   int64_t blocks;
   size_t smem;
 };
@@ -752,14 +762,18 @@ inline cudaError_t plan_one(const Problem& p, size_t acc_size, size_t elem_size,
   cfg.channel_tiles = (cfg.K + cfg.kt - 1) / cfg.kt;
   plan->blocks = p.B * p.G * cfg.channel_tiles;
   if (plan->blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
-  if (cfg.warp) {
-    plan->threads_x = 32;
-    plan->threads_y = cfg.kt;
-  } else {
-    const int n32 = (cfg.geo.N + 31) / 32 * 32;
-    plan->threads_x = n32 < kMaxThreads ? n32 : kMaxThreads;
-    const int rows = kMaxThreads / plan->threads_x;
-    plan->threads_y = cfg.kt < rows ? cfg.kt : rows;
+  const int n32 = (cfg.geo.N + 31) / 32 * 32;
+  plan->threads_x = cfg.warp ? 32 : n32 < kMaxThreads ? n32 : kMaxThreads;
+  const int rows = cfg.warp ? kWarpChannelTile : kMaxThreads / plan->threads_x;
+  plan->threads_y = cfg.kt < rows ? cfg.kt : rows;
+  // A grid of at most one block per SM leaves the SMs' other threads idle: such blocks get rows
+  // beyond their channels (up to kTileShare tile elements a thread), which scan nothing but share
+  // the copies, conversions, write-outs and weight-gradient sums of every tile.
+  if (plan->blocks <= sms) {
+    const int per_row = plan->threads_x * kTileShare;
+    const int wanted = (cfg.tile * cfg.geo.N + per_row - 1) / per_row;
+    const int helped = wanted < rows ? wanted : rows;
+    if (helped > plan->threads_y) plan->threads_y = helped;
   }
   plan->smem = shared_bytes(cfg.geo, cfg.kt, cfg.tile, backward, cfg.ring, acc_size, elem_size);
   return cudaSuccess;

@@ -12,13 +12,17 @@ tests check that both agree on many shapes), so the plans here are the kernels' 
   this one: (4 kt + 3) planes); plans without a ring keep threads x loads in flight per thread
   (register staging) x bytes per load;
 - the scan itself (compute): per step, in block mode one barrier and each thread's cross positions
-  x channels of dependent shared-memory arithmetic, in warp mode one chain of two shuffles and three
-  dependent multiply-adds, or the SM's issue rate where many warps share it; per tile three
+  x channels of dependent shared-memory arithmetic, in warp mode one chain of two shuffles and one
+  dependent multiply-add, or the SM's issue rate where many scanning warps share it; per tile three
   barriers and each thread's share of the conversions, outputs and weight gradients (CYCLES_*
   below). A ring overlaps the loads with all of it (time = max(memory, compute)); without a ring
   they overlap only when two blocks share an SM. Each wave of blocks also waits one LATENCY for its
   first tile with nothing to overlap. Not charged: launch overhead, DRAM read/write turnaround,
   tail effects of the last wave, weights re-read by each channel tile, the workspace traffic.
+
+`bound` is the least time any kernel could take on the same model (the copy floor, or one LATENCY
+plus L of the cheapest possible scan steps, `cheapest_step_cycles`): where its share of copy
+bandwidth is below a target, no kernel reaches that target on this model.
 
 Every constant is an assumption stated here; no GPU measurement exists yet.
 """
@@ -53,13 +57,14 @@ MIN_SPREAD_TILE = 1
 SHARED_BUDGET = 100 * 1024
 WARP_CROSS = 64  # warp mode up to this cross length
 WARP_CHANNEL_TILE = MAX_THREADS // 32
+TILE_SHARE = 8  # grids of at most one block per SM: rows are added until each thread has this many tile elements
 # Register staging of plans without a ring: values (floats; doubles count twice) each thread loads
 # before it waits.
 FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 
-# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes); the forward is
+# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input types); the forward is
 # bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128 (one).
-REGISTERS = {(False, 4): 60, (False, 8): 76, (True, 4): 128, (True, 8): 124}
+REGISTERS = {(False, 4): 63, (False, 8): 80, (True, 4): 128, (True, 8): 126}
 
 
 def loads_in_flight(plan: "Plan") -> int:
@@ -80,7 +85,11 @@ def bytes_in_flight(plan: "Plan", element: int) -> int:
 
 CYCLES_BARRIER = 40  # one __syncthreads of a block of up to 512 threads
 CYCLES_PER_ELEMENT = 8  # block mode: one position x channel of a step (shared loads, two multiply-adds)
-CYCLES_WARP_STEP = 40  # warp mode: two shuffles (about 24 cycles) then three dependent multiply-adds
+CYCLES_FMA = 4  # latency of a float32 multiply-add whose input is the previous one's result
+CYCLES_SHUFFLE = 28  # a lane's value reaching its neighbour lane (the two shuffles of a step, issued together)
+# Warp mode: the shuffles, then the one multiply-add that adds the neighbour's term (the lane's own
+# terms are summed while the shuffles fly).
+CYCLES_WARP_STEP = CYCLES_SHUFFLE + CYCLES_FMA
 INSTRUCTIONS_WARP_STEP = 24  # warp mode: instructions of one step of one warp (two positions a lane)
 ISSUE_PER_CYCLE = 4  # warp instructions an SM issues per cycle (four schedulers)
 CYCLES_PER_TILE_ELEMENT = 4  # per thread: one element of a tile converted, written or reduced
@@ -90,7 +99,7 @@ CYCLES_PER_TILE_ELEMENT = 4  # per thread: one element of a tile converted, writ
 class Plan:
     blocks: int
     threads_x: int  # cross positions
-    threads_y: int  # channels
+    threads_y: int  # channels (all the rows a block can have when the grid has at most one block per SM)
     smem: int
     kt: int  # channels per block
     tile: int  # scan steps per tile
@@ -165,13 +174,14 @@ def _plan_one(B, C, G, H, W, direction, acc, element, backward, device) -> Plan 
         return None
     kt, tile, ring = found
     channel_tiles = -(-K // kt)
-    if warp:
-        threads_x, threads_y = 32, kt
-    else:
-        threads_x = min(-(-N // 32) * 32, MAX_THREADS)
-        threads_y = min(kt, MAX_THREADS // threads_x)
+    blocks = B * G * channel_tiles
+    threads_x = 32 if warp else min(-(-N // 32) * 32, MAX_THREADS)
+    rows = WARP_CHANNEL_TILE if warp else MAX_THREADS // threads_x
+    threads_y = min(kt, rows)
+    if blocks <= device.sms:  # one block per SM: rows beyond the channels help with the tile work
+        threads_y = max(threads_y, min(rows, -(-tile * N // (threads_x * TILE_SHARE))))
     smem = shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element)
-    return Plan(B * G * channel_tiles, threads_x, threads_y, smem, kt, tile, channel_tiles, ring, warp, L, N, acc,
+    return Plan(blocks, threads_x, threads_y, smem, kt, tile, channel_tiles, ring, warp, L, N, acc,
                 backward)
 
 
@@ -240,7 +250,7 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
     t_memory = total / drawn
     waves = -(-plan.blocks // (device.sms * occupancy))
     if plan.warp:
-        warps = resident * plan.threads // 32
+        warps = resident * plan.kt  # the warps that scan
         step = max(CYCLES_WARP_STEP, warps * INSTRUCTIONS_WARP_STEP / ISSUE_PER_CYCLE)
     else:
         step = CYCLES_BARRIER + -(-plan.N // plan.threads_x) * -(-plan.kt // plan.threads_y) * CYCLES_PER_ELEMENT
@@ -253,6 +263,42 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
     floor = total / device.copy_bandwidth
     return {"plan": plan, "blocks/SM": occupancy, "limiter": limiter, "bytes": total,
             "in flight/SM": in_flight, "time": t, "floor": floor, "share": floor / t}
+
+
+def cheapest_step_cycles(N: int, exchange_period: int | None = None) -> float:
+    """Cycles per step that no step-by-step scan of a line of N positions can beat on this model.
+
+    A new value is x + a * left + b * self + c * right of the previous line: a multiply-add takes one
+    product, so the last one waits for a value that the one before it produced, and every step costs
+    at least 2 CYCLES_FMA of dependent latency. Lanes that split a line exchange edge values: one
+    exchange every T steps (halos of T positions, recomputed) costs CYCLES_SHUFFLE then at least one
+    multiply-add, and each lane issues 3 multiply-adds per position it computes, at least T positions
+    a step on average over the T steps. One lane owning the line exchanges nothing but issues 3 N.
+    `exchange_period`: only kernels that exchange every so many steps (1: every step, as both step
+    modes of these kernels do); None: the cheapest of all.
+    """
+    if N == 1:
+        return CYCLES_FMA  # no neighbours: x + b * self
+    options = [] if exchange_period else [max(2 * CYCLES_FMA, 3 * N)]
+    for T in [exchange_period] if exchange_period else range(1, N):
+        chain = (CYCLES_SHUFFLE + CYCLES_FMA + (T - 1) * 2 * CYCLES_FMA) / T
+        options.append(max(chain, 3 * T))
+    return min(options)
+
+
+def bound(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direction="lr",
+          exchange_period: int | None = None) -> dict:
+    """The shortest time any kernel could take on this model (a model, not a measurement): the copy
+    floor, or the first tile's DRAM latency plus L of the cheapest steps, whichever is longer; and
+    the share of copy bandwidth that implies. Nothing else is charged (no tile work, no barriers, no
+    occupancy limit), so no plan's modelled time is below it. `exchange_period`: see
+    cheapest_step_cycles."""
+    B, C, H, W = shape
+    L, N = (W, H) if direction in ("lr", "rl") else (H, W)
+    floor = minimal_bytes(B, C, groups, H, W, element_size(dtype), backward) / device.copy_bandwidth
+    chain = device.latency + L * cheapest_step_cycles(N, exchange_period) / device.clock
+    time = max(floor, chain)
+    return {"time": time, "floor": floor, "chain": chain, "share": floor / time}
 
 
 TABLE_SHAPES = [(16, 8, 1024, 1024), (32, 196, 32, 32), (1, 768, 64, 64), (1, 1152, 64, 64), (1, 32, 64, 64),
@@ -273,10 +319,14 @@ def table(shapes=TABLE_SHAPES, dtypes=(torch.float32, torch.bfloat16), device=H1
                         rows.append({**row, "blocks": "refused"})
                         continue
                     steps = ("warp" if p.warp else "block") + ("+ring" if p.ring else "")
+                    least = bound(shape, groups, dtype, backward, device)
+                    per_step = bound(shape, groups, dtype, backward, device, exchange_period=1)
                     rows.append({**row, "blocks": p.blocks, "threads": p.threads, "smem KB": f"{p.smem / 1024:.1f}",
                                  "ch x steps": f"{p.kt}x{p.tile}", "mode": steps, "blocks/SM": m["blocks/SM"],
                                  "limited by": m["limiter"], "MB min": f"{m['bytes'] / 1e6:.1f}",
                                  "KB in flight/SM": f"{m['in flight/SM'] / 1024:.1f}",
-                                 "model ms": f"{m['time'] * 1e3:.3f}", "floor ms": f"{m['floor'] * 1e3:.3f}",
-                                 "model %copy": f"{100 * m['share']:.0f}"})
+                                 "floor us": f"{m['floor'] * 1e6:.2f}", "model us": f"{m['time'] * 1e6:.2f}",
+                                 "model %copy": f"{100 * m['share']:.0f}", "bound us": f"{least['time'] * 1e6:.2f}",
+                                 "bound %copy": f"{100 * least['share']:.0f}",
+                                 "bound %, exchange/step": f"{100 * per_step['share']:.0f}"})
     return rows

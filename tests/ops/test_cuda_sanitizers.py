@@ -23,7 +23,8 @@ SANITIZERS = {
 # (B, C, G, H, W), direction, chunk, dtype, shared opt-in bytes: every direction, chunks, G in {1, middle,
 # C}, several channel tiles (workspace), a cross axis of 530 (more than a block of 512 threads), a
 # shared-memory fallback plan (no ring), 16-bit storage copied one element at a time (odd W) and in
-# pairs (even W, block mode), warp mode (cross axes up to 64: shuffles) and block mode.
+# pairs (even W, block mode), warp mode (cross axes up to 64: shuffles) and block mode, a block with
+# more rows of threads than channels.
 CASES = [
     ((1, 4, 2, 5, 7), "lr", 3, torch.float32, 232448),
     ((1, 40, 1, 3, 6), "tb", None, torch.float64, 232448),
@@ -32,6 +33,7 @@ CASES = [
     ((1, 1, 1, 530, 2), "lr", None, torch.float32, 232448),
     ((1, 6, 1, 40, 5), "rl", 2, torch.float64, 8 * 1024),
     ((1, 2, 1, 66, 4), "rl", 3, torch.bfloat16, 232448),
+    ((1, 1, 1, 9, 40), "lr", None, torch.float32, 232448),  # a row of threads beyond the channel: tile work only
 ]
 
 

@@ -19,6 +19,7 @@ from tests.ops.test_cuda_emulation import assert_all_close, emulated, make_input
 BLOCK_CASE = ((1, 2, 1, 70, 6), "lr", None)  # cross axis 70: block mode, a barrier per step
 WARP_CASE = ((1, 2, 1, 6, 7), "lr", None)  # cross axis 6: warp mode, shuffles
 CHUNK_CASE = ((1, 2, 1, 5, 9), "lr", 3)
+HELPER_CASE = ((1, 1, 1, 9, 40), "lr", None)  # warp mode, one channel, a second row of threads for the tile work
 
 # name: (text in propagate_kernels.cu, its replacement, case)
 MUTATIONS = {
@@ -47,6 +48,10 @@ MUTATIONS = {
         "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
         "const A left = __shfl_down_sync(kFullWarp, h1, 1);",
         WARP_CASE),
+    "a helper row scans in the warp-mode forward": (
+        "if (k < bp.kn) {\n        A* vk = v + k * tl.plane;",
+        "if (k <= bp.kn) {\n        A* vk = v + k * tl.plane;",
+        HELPER_CASE),
     # The emulated shuffles themselves: every lane must take part, with the whole warp in the mask.
     "shuffle skipped by half the lanes": (
         "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
