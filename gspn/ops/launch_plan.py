@@ -62,8 +62,8 @@ TILE_SHARE = 8  # grids of at most one block per SM: rows are added until each t
 # before it waits.
 FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 
-# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input types); the forward is
-# bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128 (one).
+# Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input
+# types); the forward is bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128.
 REGISTERS = {(False, 4): 63, (False, 8): 80, (True, 4): 128, (True, 8): 126}
 
 
