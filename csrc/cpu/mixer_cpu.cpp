@@ -18,7 +18,8 @@
 // padded with a zero at each end, so no line kernel has a boundary branch. The backward recomputes
 // the normalised weights, and the hidden states too unless the forward saved them, then runs the
 // reverse scan and writes every gradient in the layout of its input (or, with proj, contracts the
-// parameter gradients into dz and dproj per thread) without any zero-filled or stacked temporary.
+// parameter gradients into dz and dproj, see Units::slices) without any zero-filled or stacked
+// temporary.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -33,6 +34,10 @@
 #include <optional>
 #include <string_view>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 namespace {
 namespace mixer {
@@ -77,6 +82,11 @@ struct Units {
   int64_t first(int64_t u) const { return group(u) * K + part(u) * K / parts; }  // a channel of x
   int64_t channels(int64_t u) const { return (part(u) + 1) * K / parts - part(u) * K / parts; }
   int64_t max_channels() const { return (K + parts - 1) / parts; }
+  int64_t index(int64_t part, int64_t b, int64_t g) const { return part * pairs + b * G + g; }
+  // With proj, the backward's work items: blocks of groups, each with all its units, summing into
+  // its own slice of dz and (its groups' rows alone) straight into dproj; several items per thread,
+  // so that a thread slowed down by other processes holds up no one, the sums in a fixed order.
+  int64_t slices() const { return std::min<int64_t>(G, 8 * at::get_num_threads()); }
   int64_t G, K, pairs, parts;
 };
 
@@ -90,15 +100,16 @@ struct Problem {
   const T* states;                     // saved hidden states (B, 4, C, H, W) or null
 };
 
-// Where the backward writes. dparams: the parameter gradients when there is no proj; dz and dproj:
-// one slice per thread when there is; dlogits: (parts, B, 4, 3G, H, W) when groups are split in parts.
+// Where the backward writes. dparams: the parameter gradients when there is no proj; dz (one slice
+// per block of groups) and dproj when there is; dlogits: (parts, B, 4, 3G, H, W) when groups are
+// split in parts.
 template <typename T>
 struct Outputs {
   T* dx;
   T* dparams;
   double* dmerge;  // (units, 4)
-  T* dz;           // (threads, B, R, H, W)
-  double* dproj;   // (threads, 4Q, R)
+  T* dz;           // (slices, B, R, H, W)
+  double* dproj;   // (4Q, R)
   T* dlogits;
 };
 
@@ -210,22 +221,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixer_backward(
     pr.gy = gy.data_ptr<scalar_t>();
     pr.states = saved ? states.data_ptr<scalar_t>() : nullptr;
     const mixer::Units units(B, groups, C / groups);
-    const int64_t threads = at::get_num_threads();
     // What units share is written apart and summed here: the merge gradient per unit; with proj, dz
-    // and dproj per thread; without proj, the logit gradients per part when a group is split.
+    // per block of groups; without proj, the logit gradients per part when a group is split.
     at::Tensor dmerge_units = at::zeros({units.count(), mixer::kDirections}, x.options().dtype(at::kDouble));
-    at::Tensor dz_threads, dproj_threads, dlogits_parts;
+    at::Tensor dz_slices, dproj_sum, dlogits_parts;
     if (proj) {
-      dz_threads = at::zeros({threads, B, pr.R, H, W}, x.options());
-      dproj_threads = at::zeros({threads, proj->size(0), pr.R}, x.options().dtype(at::kDouble));
+      dz_slices = at::zeros({units.slices(), B, pr.R, H, W}, x.options());
+      dproj_sum = at::zeros({proj->size(0), pr.R}, x.options().dtype(at::kDouble));
     } else if (units.parts > 1) {
       dlogits_parts = at::empty({units.parts, B, mixer::kDirections, 3 * groups, H, W}, x.options());
     }
     const mixer::Outputs<scalar_t> out{dx.data_ptr<scalar_t>(),
                                        proj ? nullptr : dparams.data_ptr<scalar_t>(),
                                        dmerge_units.data_ptr<double>(),
-                                       proj ? dz_threads.data_ptr<scalar_t>() : nullptr,
-                                       proj ? dproj_threads.data_ptr<double>() : nullptr,
+                                       proj ? dz_slices.data_ptr<scalar_t>() : nullptr,
+                                       proj ? dproj_sum.data_ptr<double>() : nullptr,
                                        dlogits_parts.defined() ? dlogits_parts.data_ptr<scalar_t>() : nullptr};
 #ifdef GSPN_MIXER_AVX2
     if (mixer_use_avx2()) {
@@ -237,8 +247,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixer_backward(
     mixer::base::backward_all(pr, units, out);
 #endif
     if (proj) {
-      dparams = threads > 1 ? dz_threads.sum(0) : dz_threads[0];
-      dproj = dproj_threads.sum(0).to(x.scalar_type());
+      dparams = units.slices() > 1 ? dz_slices.sum(0) : dz_slices[0];
+      dproj = dproj_sum.to(x.scalar_type());
     } else {
       dproj = at::empty({0}, x.options());
       if (units.parts > 1) {
@@ -302,7 +312,8 @@ inline T sigmoid(T v) {
 
 // dst[c * ldd + r] = src[r * lds + c] for a rows x cols block, walked in 16 x 16 tiles.
 template <typename T>
-void transpose(const T* __restrict__ src, int64_t lds, int64_t rows, int64_t cols, T* __restrict__ dst, int64_t ldd) {
+void transpose_scalar(const T* __restrict__ src, int64_t lds, int64_t rows, int64_t cols, T* __restrict__ dst,
+                      int64_t ldd) {
   constexpr int64_t kTile = 16;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
     const int64_t r1 = std::min(rows, r0 + kTile);
@@ -315,52 +326,94 @@ void transpose(const T* __restrict__ src, int64_t lds, int64_t rows, int64_t col
   }
 }
 
+template <typename T>
+void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd) {
+  transpose_scalar(src, lds, rows, cols, dst, ldd);
+}
+
+#if GSPN_MIXER_PASS == 2
+// An 8 x 8 block of floats transposed in registers (the horizontal scans transpose every plane
+// they touch, so this is one of the kernel's hottest loops).
+inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved: (a0 b0 a1 b1 | a4 b4 a5 b5), (a2 b2 ...)
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {  // quads: (a0 b0 c0 d0 | a4 b4 c4 d4), (a1 ...), (a2 ...), (a3 ...)
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {  // the 128-bit halves of the two quads: columns i and i + 4
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+template <>
+void transpose<float>(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  const int64_t rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
+  for (int64_t r = 0; r < rows8; r += 8) {
+    for (int64_t c = 0; c < cols8; c += 8) transpose8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+  }
+  if (cols8 < cols) transpose_scalar(src + cols8, lds, rows8, cols - cols8, dst + cols8 * ldd, ldd);
+  if (rows8 < rows) transpose_scalar(src + rows8 * lds, lds, rows - rows8, cols, dst + rows8, ldd);
+}
+#endif
+
 constexpr int64_t kPixelTile = 512;  // pixels per tile of the projection and its gradient
 
-// A dot product in 16 independent lanes (vectorised, and not one long dependency chain).
-template <typename T>
-double dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
-  constexpr int64_t kLanes = 16;
-  T lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[i + l] * b[i + l];
-  }
-  double sum = 0.0;
-  for (; i < n; ++i) sum += double(a[i]) * double(b[i]);
-  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
-  return sum;
-}
+// Vectors through GCC's vector extensions: a ymm register (8 floats, 4 doubles) in the AVX2 pass,
+// an xmm one in the baseline pass (its ABI has no wider vectors). The projection kernels below keep
+// several independent accumulators in them, so that consecutive FMAs do not wait on each other.
+#if GSPN_MIXER_PASS == 2
+constexpr int64_t kVectorBytes = 32;
+#else
+constexpr int64_t kVectorBytes = 16;
+#endif
 
 template <typename T>
-void axpy(T alpha, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
+struct Vec {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+  typedef T unaligned __attribute__((vector_size(kVectorBytes), aligned(alignof(T)), may_alias));
+  static constexpr int64_t kLanes = kVectorBytes / sizeof(T);
+  static inline type load(const T* p) { return *reinterpret_cast<const unaligned*>(p); }
+  static inline void store(T* p, type v) { *reinterpret_cast<unaligned*>(p) = v; }
+};
 
-// out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1): eight pixels at a time in
-// registers, z's tile read from L1 by every row.
-// out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1): eight pixels at a time in
-// registers, z's tile read from L1 by every row.
-template <typename T>
-void project_tile(const T* z, int64_t stride, int64_t R, const T* const* coefs, T* const* outs, int64_t rows,
-                  int64_t p0, int64_t p1) {
-  constexpr int64_t kLanes = 8;
+// out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1), NR rows i at once over two
+// vectors of pixels: each z vector is loaded once for the NR rows.
+template <int NR, typename T>
+void project_rows(const T* z, int64_t stride, int64_t R, const T* const* coefs, T* const* outs, int64_t p0,
+                  int64_t p1) {
+  using V = Vec<T>;
+  using v_t = typename V::type;
+  constexpr int64_t L = V::kLanes;
   int64_t p = p0;
-  for (; p + kLanes <= p1; p += kLanes) {
-    for (int64_t i = 0; i < rows; ++i) {
-      const T* c = coefs[i];
-      T acc[kLanes] = {};
-      for (int64_t r = 0; r < R; ++r) {
-        const T cr = c[r];
-        const T* zr = z + r * stride + p;
-        for (int64_t l = 0; l < kLanes; ++l) acc[l] += cr * zr[l];
+  for (; p + 2 * L <= p1; p += 2 * L) {
+    v_t acc0[NR], acc1[NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; ++i) acc0[i] = acc1[i] = v_t{};
+    for (int64_t r = 0; r < R; ++r) {
+      const v_t z0 = V::load(z + r * stride + p), z1 = V::load(z + r * stride + p + L);
+#pragma GCC unroll 8
+      for (int i = 0; i < NR; ++i) {
+        const T c = coefs[i][r];
+        acc0[i] += c * z0;
+        acc1[i] += c * z1;
       }
-      T* o = outs[i] + p;
-      for (int64_t l = 0; l < kLanes; ++l) o[l] = acc[l];
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; ++i) {
+      V::store(outs[i] + p, acc0[i]);
+      V::store(outs[i] + p + L, acc1[i]);
     }
   }
   for (; p < p1; ++p) {
-    for (int64_t i = 0; i < rows; ++i) {
+    for (int i = 0; i < NR; ++i) {
       T acc = T(0);
       for (int64_t r = 0; r < R; ++r) acc += coefs[i][r] * z[r * stride + p];
       outs[i][p] = acc;
@@ -368,33 +421,96 @@ void project_tile(const T* z, int64_t stride, int64_t R, const T* const* coefs, 
   }
 }
 
-// dz[r * stride + p] += sum_i coef_i[r] * grad_i[p] for p in [p0, p1), eight pixels at a time.
 template <typename T>
-void contract_tile(const T* const* coefs, const T* const* grads, int64_t rows, int64_t R, int64_t stride, int64_t p0,
-                   int64_t p1, T* dz) {
-  constexpr int64_t kLanes = 8;
+void project_tile(const T* z, int64_t stride, int64_t R, const T* const* coefs, T* const* outs, int64_t rows,
+                  int64_t p0, int64_t p1) {
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) project_rows<4>(z, stride, R, coefs + i, outs + i, p0, p1);
+  if (rows - i == 3) project_rows<3>(z, stride, R, coefs + i, outs + i, p0, p1);
+  if (rows - i == 2) project_rows<2>(z, stride, R, coefs + i, outs + i, p0, p1);
+  if (rows - i == 1) project_rows<1>(z, stride, R, coefs + i, outs + i, p0, p1);
+}
+
+// dz[r * stride + p] += sum_i coef_i[r] * grad_i[p] for p in [p0, p1) and NR consecutive r from r0:
+// NR accumulators per vector of pixels, each gradient vector loaded once for all of them.
+template <int NR, typename T>
+void contract_rows(const T* const* coefs, const T* const* grads, int64_t rows, int64_t r0, int64_t stride,
+                   int64_t p0, int64_t p1, T* dz) {
+  using V = Vec<T>;
+  using v_t = typename V::type;
+  constexpr int64_t L = V::kLanes;
   int64_t p = p0;
-  for (; p + kLanes <= p1; p += kLanes) {
-    for (int64_t r = 0; r < R; ++r) {
-      T* d = dz + r * stride + p;
-      T acc[kLanes];
-      for (int64_t l = 0; l < kLanes; ++l) acc[l] = d[l];
-      for (int64_t i = 0; i < rows; ++i) {
-        const T c = coefs[i][r];
-        const T* gi = grads[i] + p;
-        for (int64_t l = 0; l < kLanes; ++l) acc[l] += c * gi[l];
-      }
-      for (int64_t l = 0; l < kLanes; ++l) d[l] = acc[l];
+  for (; p + L <= p1; p += L) {
+    v_t acc[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[j] = V::load(dz + (r0 + j) * stride + p);
+    for (int64_t i = 0; i < rows; ++i) {
+      const v_t g = V::load(grads[i] + p);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[j] += coefs[i][r0 + j] * g;
     }
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) V::store(dz + (r0 + j) * stride + p, acc[j]);
   }
   for (; p < p1; ++p) {
-    for (int64_t r = 0; r < R; ++r) {
-      T acc = dz[r * stride + p];
-      for (int64_t i = 0; i < rows; ++i) acc += coefs[i][r] * grads[i][p];
-      dz[r * stride + p] = acc;
+    for (int j = 0; j < NR; ++j) {
+      T acc = dz[(r0 + j) * stride + p];
+      for (int64_t i = 0; i < rows; ++i) acc += coefs[i][r0 + j] * grads[i][p];
+      dz[(r0 + j) * stride + p] = acc;
     }
   }
 }
+
+// drow[r] += sum_p grad[p] * z[r * stride + p] over [p0, p1) for NR consecutive r from r0, summed
+// in vectors over the tile and in double across tiles.
+template <int NR, typename T>
+void gram_rows(const T* grad, const T* z, int64_t r0, int64_t stride, int64_t p0, int64_t p1, double* drow) {
+  using V = Vec<T>;
+  using v_t = typename V::type;
+  constexpr int64_t L = V::kLanes;
+  v_t acc[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) acc[j] = v_t{};
+  int64_t p = p0;
+  for (; p + L <= p1; p += L) {
+    const v_t g = V::load(grad + p);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[j] += g * V::load(z + (r0 + j) * stride + p);
+  }
+  for (int j = 0; j < NR; ++j) {
+    double sum = 0.0;
+    for (int64_t l = 0; l < L; ++l) sum += acc[j][l];
+    for (int64_t q = p; q < p1; ++q) sum += double(grad[q]) * double(z[(r0 + j) * stride + q]);
+    drow[r0 + j] += sum;
+  }
+}
+
+// Calls Kernel<NR>::run(r0, args...) over r in [0, R) in blocks of 8, then 4, 2, 1.
+template <template <int> class Kernel, typename... Args>
+void over_r_blocks(int64_t R, Args&&... args) {
+  int64_t r = 0;
+  for (; r + 8 <= R; r += 8) Kernel<8>::run(r, args...);
+  if (R - r >= 4) Kernel<4>::run(r, args...), r += 4;
+  if (R - r >= 2) Kernel<2>::run(r, args...), r += 2;
+  if (R - r >= 1) Kernel<1>::run(r, args...);
+}
+
+template <int NR>
+struct ContractBlock {
+  template <typename T>
+  static void run(int64_t r0, const T* const* coefs, const T* const* grads, int64_t rows, int64_t stride, int64_t p0,
+                  int64_t p1, T* dz) {
+    contract_rows<NR>(coefs, grads, rows, r0, stride, p0, p1, dz);
+  }
+};
+
+template <int NR>
+struct GramBlock {
+  template <typename T>
+  static void run(int64_t r0, const T* grad, const T* z, int64_t stride, int64_t p0, int64_t p1, double* drow) {
+    gram_rows<NR>(grad, z, r0, stride, p0, p1, drow);
+  }
+};
 
 // The Stability-Context normalisation of one plane of logits (docs/design.md §1.2), in the plane's layout.
 // The cross axis is the row index for horizontal scans and the column index for vertical ones.
@@ -669,7 +785,7 @@ inline int64_t slot_row(const Layout& lo, int64_t i, int64_t g, int64_t ch0) {
 }
 
 template <typename T>
-void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const Outputs<T>& out, int64_t thread,
+void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const Outputs<T>& out, int64_t slice,
                    Work<T>& w, std::vector<const T*>& planes) {
   const int64_t C = pr.C, H = pr.H, W = pr.W, plane = pr.plane, G = pr.layout.G, Q = pr.layout.Q;
   const int64_t b = units.batch(unit), g = units.group(unit), ch0 = units.first(unit), nch = units.channels(unit);
@@ -774,8 +890,8 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
     }
     if (pr.proj) {  // contract this direction's parameter gradients: dz += proj^T dparams, dproj += dparams z^T
       const T* z = pr.params + b * pr.R * plane;
-      T* dz = out.dz + (thread * pr.B + b) * pr.R * plane;
-      double* dproj = out.dproj + thread * kDirections * Q * pr.R;
+      T* dz = out.dz + (slice * pr.B + b) * pr.R * plane;
+      double* dproj = out.dproj;
       std::vector<const T*> coefs;
       std::vector<const T*> grads;
       std::vector<double*> drows;
@@ -789,10 +905,8 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
       const int64_t rows = int64_t(coefs.size());
       for (int64_t p0 = 0; p0 < plane; p0 += kPixelTile) {  // a tile of dz and z stays in L1 for all rows
         const int64_t p1 = std::min(plane, p0 + kPixelTile);
-        contract_tile(coefs.data(), grads.data(), rows, pr.R, plane, p0, p1, dz);
-        for (int64_t i = 0; i < rows; ++i) {
-          for (int64_t r = 0; r < pr.R; ++r) drows[i][r] += dot(grads[i] + p0, z + r * plane + p0, p1 - p0);
-        }
+        over_r_blocks<ContractBlock>(pr.R, coefs.data(), grads.data(), rows, plane, p0, p1, dz);
+        for (int64_t i = 0; i < rows; ++i) over_r_blocks<GramBlock>(pr.R, grads[i], z, plane, p0, p1, drows[i]);
       }
     }
   }
@@ -800,17 +914,25 @@ void backward_unit(const Problem<T>& pr, const Units& units, int64_t unit, const
 
 template <typename T>
 void backward_all(const Problem<T>& pr, const Units& units, const Outputs<T>& out) {
-  if (pr.proj) {
-    // dz and dproj are summed per thread: a fixed split of the units keeps the sums deterministic
-    at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+  std::atomic<int64_t> next{0};
+  if (pr.proj) {  // work items: blocks of groups (Units::slices)
+    const int64_t slices = units.slices();
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
       Work<T> w(pr.H, pr.W, 3 + 3 * units.max_channels(), true);
       std::vector<const T*> planes;
-      const int64_t thread = at::get_thread_num();
-      for (int64_t u = begin; u < end; ++u) backward_unit(pr, units, u, out, thread, w, planes);
+      for (int64_t s = next++; s < slices; s = next++) {
+        for (int64_t b = 0; b < pr.B; ++b) {
+          for (int64_t g = s * units.G / slices; g < (s + 1) * units.G / slices; ++g) {
+            for (int64_t part = 0; part < units.parts; ++part) {
+              backward_unit(pr, units, units.index(part, b, g), out, s, w, planes);
+            }
+          }
+        }
+      }
     });
     return;
   }
-  std::atomic<int64_t> next{0};  // every output has one writer: any order gives the same bits
+  // every output has one writer: any order gives the same bits
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     Work<T> w(pr.H, pr.W, 0, true);
     std::vector<const T*> planes;
