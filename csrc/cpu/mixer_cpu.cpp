@@ -33,6 +33,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -140,16 +141,49 @@ namespace avx2 {
 }  // namespace
 #pragma GCC pop_options
 #undef GSPN_MIXER_PASS
+
+#define GSPN_MIXER_PASS 3
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=256")
+namespace {
+namespace mixer {
+namespace avx512 {
+#include __FILE__
+}  // namespace avx512
+}  // namespace mixer
+}  // namespace
+#pragma GCC pop_options
+#undef GSPN_MIXER_PASS
 #endif
 
 namespace {
 
+// The instruction set the kernels run with: the widest the CPU has, or the one GSPN_CPU_ISA names
+// ("baseline", "avx2"; as in propagate_cpu.cpp), so that each build can be tested on any machine.
+enum class Isa { baseline, avx2, avx512 };
+
+Isa mixer_isa() {
+  static const Isa isa = [] {
 #ifdef GSPN_MIXER_AVX2
-bool mixer_use_avx2() {  // as in propagate_cpu.cpp: GSPN_CPU_ISA=baseline forces the portable build
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          std::string_view(std::getenv("GSPN_CPU_ISA") ? std::getenv("GSPN_CPU_ISA") : "") != "baseline";
-  return yes;
+    const std::string_view wanted = std::getenv("GSPN_CPU_ISA") ? std::getenv("GSPN_CPU_ISA") : "";
+    if (wanted == "baseline" || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::baseline;
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    return avx512 && wanted != "avx2" ? Isa::avx512 : Isa::avx2;
+#else
+    return Isa::baseline;
+#endif
+  }();
+  return isa;
 }
+
+// Calls the kernel `name` of the instruction set chosen by mixer_isa().
+#ifdef GSPN_MIXER_AVX2
+#define GSPN_MIXER_DISPATCH(name, ...)                                                      \
+  (mixer_isa() == Isa::avx512 ? mixer::avx512::name(__VA_ARGS__)                            \
+   : mixer_isa() == Isa::avx2 ? mixer::avx2::name(__VA_ARGS__) : mixer::base::name(__VA_ARGS__))
+#else
+#define GSPN_MIXER_DISPATCH(name, ...) mixer::base::name(__VA_ARGS__)
 #endif
 
 void check_tensor(const at::Tensor& t, const at::Tensor& x, const char* name) {
@@ -190,10 +224,7 @@ std::tuple<at::Tensor, at::Tensor> mixer_forward(const at::Tensor& x, const at::
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gspn_cpu_mixer_forward", [&] {
     const auto pr = problem<scalar_t>(x, params, merge, proj, groups, chunk, skip);
     scalar_t* ps = save_states ? states.data_ptr<scalar_t>() : nullptr;
-#ifdef GSPN_MIXER_AVX2
-    if (mixer_use_avx2()) return mixer::avx2::forward_all(pr, y.data_ptr<scalar_t>(), ps);
-#endif
-    mixer::base::forward_all(pr, y.data_ptr<scalar_t>(), ps);
+    GSPN_MIXER_DISPATCH(forward_all, pr, y.data_ptr<scalar_t>(), ps);
   });
   return {y, states};
 }
@@ -237,15 +268,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixer_backward(
                                        proj ? dz_slices.data_ptr<scalar_t>() : nullptr,
                                        proj ? dproj_sum.data_ptr<double>() : nullptr,
                                        dlogits_parts.defined() ? dlogits_parts.data_ptr<scalar_t>() : nullptr};
-#ifdef GSPN_MIXER_AVX2
-    if (mixer_use_avx2()) {
-      mixer::avx2::backward_all(pr, units, out);
-    } else {
-      mixer::base::backward_all(pr, units, out);
-    }
-#else
-    mixer::base::backward_all(pr, units, out);
-#endif
+    GSPN_MIXER_DISPATCH(backward_all, pr, units, out);
     if (proj) {
       dparams = units.slices() > 1 ? dz_slices.sum(0) : dz_slices[0];
       dproj = dproj_sum.to(x.scalar_type());
@@ -331,7 +354,7 @@ void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, in
   transpose_scalar(src, lds, rows, cols, dst, ldd);
 }
 
-#if GSPN_MIXER_PASS == 2
+#if GSPN_MIXER_PASS >= 2
 // An 8 x 8 block of floats transposed in registers (the horizontal scans transpose every plane
 // they touch, so this is one of the kernel's hottest loops).
 inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
@@ -355,21 +378,24 @@ inline void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd)
 
 template <>
 void transpose<float>(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
-  const int64_t rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
-  for (int64_t r = 0; r < rows8; r += 8) {
-    for (int64_t c = 0; c < cols8; c += 8) transpose8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+  if (rows < 8 || cols < 8) return transpose_scalar(src, lds, rows, cols, dst, ldd);
+  // blocks at multiples of 8, and a last one flush with the edge that overlaps the one before
+  for (int64_t r = 0; r < rows; r = r + 8 < rows && r + 16 > rows ? rows - 8 : r + 8) {
+    for (int64_t c = 0; c < cols; c = c + 8 < cols && c + 16 > cols ? cols - 8 : c + 8) {
+      transpose8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+    }
   }
-  if (cols8 < cols) transpose_scalar(src + cols8, lds, rows8, cols - cols8, dst + cols8 * ldd, ldd);
-  if (rows8 < rows) transpose_scalar(src + rows8 * lds, lds, rows - rows8, cols, dst + rows8, ldd);
 }
 #endif
 
 constexpr int64_t kPixelTile = 512;  // pixels per tile of the projection and its gradient
 
-// Vectors through GCC's vector extensions: a ymm register (8 floats, 4 doubles) in the AVX2 pass,
-// an xmm one in the baseline pass (its ABI has no wider vectors). The projection kernels below keep
+// Vectors through GCC's vector extensions: a zmm register (16 floats, 8 doubles) in the AVX-512
+// pass, a ymm one in the AVX2 pass, an xmm one in the baseline pass (its ABI has no wider vectors). The projection kernels below keep
 // several independent accumulators in them, so that consecutive FMAs do not wait on each other.
-#if GSPN_MIXER_PASS == 2
+#if GSPN_MIXER_PASS == 3
+constexpr int64_t kVectorBytes = 64;
+#elif GSPN_MIXER_PASS == 2
 constexpr int64_t kVectorBytes = 32;
 #else
 constexpr int64_t kVectorBytes = 16;
@@ -382,7 +408,49 @@ struct Vec {
   static constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   static inline type load(const T* p) { return *reinterpret_cast<const unaligned*>(p); }
   static inline void store(T* p, type v) { *reinterpret_cast<unaligned*>(p) = v; }
+  // the first n lanes only (Full: all of them), the others zero; masked moves where there are some
+  template <bool Full>
+  static inline type load(const T* p, int64_t n) {
+    if constexpr (Full) return load(p);
+#if GSPN_MIXER_PASS == 3
+    if constexpr (std::is_same_v<T, float>) return (type)_mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
+    if constexpr (std::is_same_v<T, double>) return (type)_mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p);
+#elif GSPN_MIXER_PASS == 2
+    if constexpr (std::is_same_v<T, float>) return (type)_mm256_maskload_ps(p, mask(n));
+    if constexpr (std::is_same_v<T, double>) return (type)_mm256_maskload_pd(p, mask(n));
+#endif
+    T lanes[kLanes] = {};
+    std::copy(p, p + n, lanes);
+    return load(lanes);
+  }
+  template <bool Full>
+  static inline void store(T* p, type v, int64_t n) {
+    if constexpr (Full) return store(p, v);
+#if GSPN_MIXER_PASS == 3
+    if constexpr (std::is_same_v<T, float>) return _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), (__m512)v);
+    if constexpr (std::is_same_v<T, double>) return _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), (__m512d)v);
+#elif GSPN_MIXER_PASS == 2
+    if constexpr (std::is_same_v<T, float>) return _mm256_maskstore_ps(p, mask(n), (__m256)v);
+    if constexpr (std::is_same_v<T, double>) return _mm256_maskstore_pd(p, mask(n), (__m256d)v);
+#endif
+    T lanes[kLanes];
+    store(lanes, v);
+    std::copy(lanes, lanes + n, p);
+  }
+#if GSPN_MIXER_PASS == 2
+  static inline __m256i mask(int64_t n) {  // all ones in the first n lanes of T
+    if constexpr (sizeof(T) == 4) return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+#endif
 };
+
+// Runs step<Full>(p, n) over [p0, p1) in vectors of L pixels, the last one partial.
+template <int64_t L, typename Step>
+inline void over_vectors(int64_t p, int64_t p1, const Step& step) {
+  for (; p + L <= p1; p += L) step.template operator()<true>(p, L);
+  if (p < p1) step.template operator()<false>(p, p1 - p);
+}
 
 // out_i[p] = sum_r coef_i[r] * z[r * stride + p] for p in [p0, p1), NR rows i at once over two
 // vectors of pixels: each z vector is loaded once for the NR rows.
@@ -412,13 +480,18 @@ void project_rows(const T* z, int64_t stride, int64_t R, const T* const* coefs, 
       V::store(outs[i] + p + L, acc1[i]);
     }
   }
-  for (; p < p1; ++p) {
-    for (int i = 0; i < NR; ++i) {
-      T acc = T(0);
-      for (int64_t r = 0; r < R; ++r) acc += coefs[i][r] * z[r * stride + p];
-      outs[i][p] = acc;
+  over_vectors<L>(p, p1, [&]<bool Full>(int64_t q, int64_t n) {
+    v_t acc[NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; ++i) acc[i] = v_t{};
+    for (int64_t r = 0; r < R; ++r) {
+      const v_t zr = V::template load<Full>(z + r * stride + q, n);
+#pragma GCC unroll 8
+      for (int i = 0; i < NR; ++i) acc[i] += coefs[i][r] * zr;
     }
-  }
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; ++i) V::template store<Full>(outs[i] + q, acc[i], n);
+  });
 }
 
 template <typename T>
@@ -438,27 +511,18 @@ void contract_rows(const T* const* coefs, const T* const* grads, int64_t rows, i
                    int64_t p0, int64_t p1, T* dz) {
   using V = Vec<T>;
   using v_t = typename V::type;
-  constexpr int64_t L = V::kLanes;
-  int64_t p = p0;
-  for (; p + L <= p1; p += L) {
+  over_vectors<V::kLanes>(p0, p1, [&]<bool Full>(int64_t p, int64_t n) {
     v_t acc[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[j] = V::load(dz + (r0 + j) * stride + p);
+    for (int j = 0; j < NR; ++j) acc[j] = V::template load<Full>(dz + (r0 + j) * stride + p, n);
     for (int64_t i = 0; i < rows; ++i) {
-      const v_t g = V::load(grads[i] + p);
+      const v_t g = V::template load<Full>(grads[i] + p, n);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[j] += coefs[i][r0 + j] * g;
     }
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) V::store(dz + (r0 + j) * stride + p, acc[j]);
-  }
-  for (; p < p1; ++p) {
-    for (int j = 0; j < NR; ++j) {
-      T acc = dz[(r0 + j) * stride + p];
-      for (int64_t i = 0; i < rows; ++i) acc += coefs[i][r0 + j] * grads[i][p];
-      dz[(r0 + j) * stride + p] = acc;
-    }
-  }
+    for (int j = 0; j < NR; ++j) V::template store<Full>(dz + (r0 + j) * stride + p, acc[j], n);
+  });
 }
 
 // drow[r] += sum_p grad[p] * z[r * stride + p] over [p0, p1) for NR consecutive r from r0, summed
@@ -467,20 +531,17 @@ template <int NR, typename T>
 void gram_rows(const T* grad, const T* z, int64_t r0, int64_t stride, int64_t p0, int64_t p1, double* drow) {
   using V = Vec<T>;
   using v_t = typename V::type;
-  constexpr int64_t L = V::kLanes;
   v_t acc[NR];
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) acc[j] = v_t{};
-  int64_t p = p0;
-  for (; p + L <= p1; p += L) {
-    const v_t g = V::load(grad + p);
+  over_vectors<V::kLanes>(p0, p1, [&]<bool Full>(int64_t p, int64_t n) {
+    const v_t g = V::template load<Full>(grad + p, n);  // zero past n, so the lanes there add nothing
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[j] += g * V::load(z + (r0 + j) * stride + p);
-  }
+    for (int j = 0; j < NR; ++j) acc[j] += g * V::template load<Full>(z + (r0 + j) * stride + p, n);
+  });
   for (int j = 0; j < NR; ++j) {
     double sum = 0.0;
-    for (int64_t l = 0; l < L; ++l) sum += acc[j][l];
-    for (int64_t q = p; q < p1; ++q) sum += double(grad[q]) * double(z[(r0 + j) * stride + q]);
+    for (int64_t l = 0; l < V::kLanes; ++l) sum += acc[j][l];
     drow[r0 + j] += sum;
   }
 }

@@ -114,15 +114,23 @@ def test_cpu_kernel_splits_groups_over_threads(threads):
         torch.set_num_threads(before)
 
 
-def test_cpu_kernel_in_float32_against_float64_reference():
+# float32 runs the vectorised kernels: planes and pixel tiles with and without partial vectors and
+# 8 x 8 transpose blocks (an overlapping last one at 14 and 19), ranks in blocks of 8, 4, 2 and 1
+@pytest.mark.parametrize("B,C,G,H,W,rank,skip", [(2, 6, 6, 19, 30, 4, True), (1, 3, 3, 14, 14, 8, True),
+                                                 (2, 2, 2, 8, 16, 11, True), (1, 4, 2, 7, 9, 3, False),
+                                                 (1, 2, 2, 24, 40, 16, True), (1, 3, 1, 14, 14, None, True)])
+def test_cpu_kernel_in_float32_against_float64_reference(B, C, G, H, W, rank, skip):
     require("cpu")
-    inputs64 = make(2, 6, 6, 19, 30, rank=4)
-    inputs32 = [t.detach().float().requires_grad_() for t in inputs64]
-    got = run(inputs32, 6, "cpu", chunk=None)
-    want = run(inputs64, 6, "reference", chunk=None)
-    for g, w in zip(got, want):
-        assert g.dtype == torch.float32
-        torch.testing.assert_close(g.double(), w, atol=2e-4, rtol=2e-4)
+    inputs64 = make(B, C, G, H, W, rank=rank, skip=skip)
+    inputs32 = [t.detach().float().requires_grad_() if t is not None else None for t in inputs64]
+    for chunk in (None, 3):
+        got = run(inputs32, G, "cpu", chunk=chunk, skip=skip)
+        want = run(inputs64, G, "reference", chunk=chunk, skip=skip)
+        for name, g, w in zip(NAMES, got, want):
+            if w is None:
+                continue
+            assert g.dtype == torch.float32
+            torch.testing.assert_close(g.double(), w, atol=2e-4, rtol=2e-4, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
