@@ -539,10 +539,13 @@ void gram_rows(const T* grad, const T* z, int64_t r0, int64_t stride, int64_t p0
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[j] += g * V::template load<Full>(z + (r0 + j) * stride + p, n);
   });
-  for (int j = 0; j < NR; ++j) {
-    double sum = 0.0;
-    for (int64_t l = 0; l < V::kLanes; ++l) sum += acc[j][l];
-    drow[r0 + j] += sum;
+  for (int j = 0; j < NR; ++j) {  // the lanes summed pairwise: a tree log2(L) additions deep
+    T lanes[V::kLanes];
+    V::store(lanes, acc[j]);
+    for (int64_t width = V::kLanes / 2; width > 0; width /= 2) {
+      for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    }
+    drow[r0 + j] += lanes[0];
   }
 }
 
