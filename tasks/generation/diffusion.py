@@ -8,7 +8,6 @@ builds DDPM, DDIM or DPM-Solver++ from the training scheduler's config, so both 
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPMSolverMultistepScheduler"}
@@ -44,13 +43,24 @@ def drop_labels(labels: Tensor, rate: float, null_label: int) -> Tensor:
 
 
 def diffusion_loss(denoiser: nn.Module, scheduler, x0: Tensor, labels: Tensor | None,
-                   generator: torch.Generator | None = None) -> Tensor:
-    """MSE between the denoiser's output and the noise (or v) of x0 noised at uniformly random timesteps."""
+                   generator: torch.Generator | None = None, snr_gamma: float | None = None) -> Tensor:
+    """MSE between the denoiser's output and the noise (or v) of x0 noised at uniformly random timesteps.
+
+    snr_gamma: Min-SNR-gamma weighting (Hang et al., 2023): each sample's error is weighted so that the
+    implied x0 error weight is min(SNR(t), gamma); timesteps of little noise stop dominating the
+    gradient, which speeds up convergence. None: the plain (unweighted) loss."""
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
     noisy = scheduler.add_noise(x0, noise, t)
-    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-    return F.mse_loss(denoiser(noisy, t, labels).float(), target.float())
+    epsilon = scheduler.config.prediction_type == "epsilon"
+    target = noise if epsilon else scheduler.get_velocity(x0, noise, t)
+    error = (denoiser(noisy, t, labels).float() - target.float()).pow(2).flatten(1).mean(1)
+    if snr_gamma is not None:
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(scheduler, t)
+        error = error * snr.clamp(max=snr_gamma) / (snr if epsilon else snr + 1)
+    return error.mean()
 
 
 def guided_prediction(denoiser: nn.Module, x: Tensor, t: Tensor, labels: Tensor | None, scale: float,

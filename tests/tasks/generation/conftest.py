@@ -17,7 +17,7 @@ def tiny_config(root: Path, **trainer) -> dict:
                     "num_sanity_val_steps": 0} | trainer,
         "model": {"class_path": "GenerationTask",
                   "init_args": {"denoiser": "gspn_denoiser_nano4", "denoiser_args": TINY_DENOISER, "lr": 1e-3,
-                                "sampler": "ddim", "sampling_steps": 2, "grid_samples": 1}},
+                                "sampler": "ddim", "sampling_steps": 2, "grid_samples": 1, "snr_gamma": 5.0}},
         "data": {"class_path": "SyntheticShapesGenerationData",
                  "init_args": {"num_train": 16, "num_val": 8, "image_size": 16, "batch_size": 8,
                                "samples_per_class": 1, "predict_classes": [0, "ring"]}},

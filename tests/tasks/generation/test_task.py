@@ -137,6 +137,7 @@ def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp
     ({"data": {"init_args": {"image_size": 18}}}, "image_size 18 is not a multiple of 4"),
     ({"model": {"init_args": {"autoencoder": "/nonexistent/vae"}}}, "is not a folder holding an AutoencoderKL"),
     ({"model": {"init_args": {"sampler": "euler"}}}, "sampler must be one of"),
+    ({"model": {"init_args": {"snr_gamma": 0.0}}}, "snr_gamma must be positive"),
 ])
 def test_bad_settings_are_clear_errors_before_training(override, message, config_file, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", override)
