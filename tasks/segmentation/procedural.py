@@ -51,7 +51,7 @@ class SceneCanvas:
 def draw_scene(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     canvas = SceneCanvas(height, width, rng)
     side = min(height, width)
-    thick = max(2, side // 16)
+    thick = max(2, side // 12)
     margin = max(2, side // 16)
 
     def bar_box(horizontal: bool) -> tuple[int, int, int, int]:
