@@ -14,6 +14,10 @@
 //   line lives in shared memory and every step ends with __syncthreads;
 // - warp mode (N <= 64): one warp per channel (blockDim = 32 x kt), lane l owns positions 2l and
 //   2l+1; the state lives in registers, neighbours come by warp shuffles, no barrier per step.
+// - split mode (33 <= N <= 128, float accumulation, one channel per block, at most one block per
+//   SM: forward_split_kernel, backward_split_kernel): warp 0 scans with four positions a lane in
+//   registers while the other 15 warps convert the next tile and write out the previous one; one
+//   barrier per tile (see the comment above backward_split_kernel).
 // A grid of at most one block per SM gets more rows of threads than channels (see plan_one): the
 // rows beyond the channels scan nothing and share the tile work (copies, conversions, write-outs).
 // The cross axis is limited by one block's shared memory, the same for forward and backward (the
@@ -58,6 +62,15 @@ constexpr size_t kSharedBudget = 100 * 1024;  // two blocks per SM on sm_80 and 
 constexpr int kWarpCross = 64;       // warp mode: cross axes up to two positions per lane
 constexpr int kWarpChannelTile = kMaxThreads / 32;  // warp mode: one warp per channel
 constexpr int kTileShare = 8;  // grids of at most one block per SM: tile elements per thread (see plan_one)
+// Split mode (forward_split_kernel, backward_split_kernel): cross axes kSplitMinCross .. kSplitCross,
+// one channel per block.
+constexpr int kSplitMinCross = 33;          // longer than one warp's lanes (shorter ones stay in warp mode)
+constexpr int kSplitCross = 128;            // four positions per lane of the scanning warp
+constexpr int kSplitTile = 16;              // scan steps per tile
+constexpr int kSplitPitch = kSplitCross + 4;  // floats per working line (16-byte aligned, padded)
+constexpr int kSplitRows = kMaxThreads / 32;  // warp 0 scans, the other warps are helpers
+constexpr int kSplitPlane = kSplitTile * kSplitPitch;  // floats of one working slot (a compile-time offset)
+constexpr int kSplitForwardStages = 3;  // forward: staging stages (copies three tiles ahead)
 constexpr unsigned kFullWarp = 0xffffffffu;
 
 template <typename T> struct Accumulator { using type = float; };
@@ -162,6 +175,11 @@ struct Span {
   }
 };
 
+// The lines of h that a backward tile reads: the line before each of its lines (none before line 0).
+__device__ __forceinline__ Span h_span(const Geometry& g, int t0, int steps, int granule) {
+  return Span(g, t0 > 0 ? t0 - 1 : 0, t0 > 0 ? steps : steps - 1, granule);
+}
+
 // Issue the copies of a span of one plane into its staging plane: granules of 4, 8 or 16 bytes by
 // cp.async (one 16-bit element at a time, synchronously, where pairs would be misaligned).
 template <typename T>
@@ -252,6 +270,7 @@ struct Config {
   int kt, tile;           // channels per block, scan steps per tile
   bool ring;              // next tile copied asynchronously into the staging area during the scan
   bool warp;              // warp mode: one warp per channel, state in registers (N <= kWarpCross)
+  bool split;             // split mode: one scanning warp, helper warps for the tile work
   int max_granule;        // staging layout: 2 for 16-bit inputs, else 1
   int granule;            // this launch's copy granule: 1, or 2 where 16-bit pairs are 4-byte aligned
 };
@@ -469,13 +488,11 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
   T* stage = reinterpret_cast<T*>(w_carry + 3 * N);  // ring: [kt] dh, [kt] h, a, b, c, [kt] lam, [kt] x
   const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
 
-  // The lines of h that a tile reads: the line before each of its lines (none before line 0).
-  auto h_span = [&](int t0, int steps) { return Span(g, t0 > 0 ? t0 - 1 : 0, t0 > 0 ? steps : steps - 1, cfg.granule); };
   // Ring: dh, h and the weights of the tile at t0 (nothing for t0 < 0), one commit group.
   auto fetch_scan_inputs = [&](int t0) {
     if (t0 >= 0) {
       const int steps = tile_steps(cfg, t0);
-      const Span sp(g, t0, steps, cfg.granule), sh = h_span(t0, steps);
+      const Span sp(g, t0, steps, cfg.granule), sh = h_span(g, t0, steps, cfg.granule);
       for (int k = 0; k < bp.kn; ++k) {
         copy_span_call(stage + k * sg.plane, dh + bp.x0 + k * hw, g, sg, sp, cfg.granule, tid, nt);
         copy_span_call(stage + (kt + k) * sg.plane, h + bp.x0 + k * hw, g, sg, sh, cfg.granule, tid, nt);
@@ -506,7 +523,7 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
     if (cfg.ring) {
       __pipeline_wait_prior(0);
       __syncthreads();  // every thread's copies of this tile have landed
-      const Span sh = h_span(t0, steps);
+      const Span sh = h_span(g, t0, steps, cfg.granule);
       for (int e = tid; e < count; e += nt) {
         int sl, i;
         tile_coord(g, steps, e, sl, i);
@@ -672,6 +689,354 @@ backward_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __re
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Split mode (backward): cross axes of kSplitMinCross .. kSplitCross positions, one channel per
+// block, grids of at most one block per SM. Warp 0 scans; its lane l owns the four positions
+// 4l .. 4l+3 and keeps their d in registers (neighbours by shuffles, no barrier per step), reading
+// each line's dh and weights as 16-byte vectors from float working tiles laid out line by line
+// (kSplitPitch floats a line, zero past the cross axis). The other warps (helpers) do all the tile
+// work on the neighbouring tiles while warp 0 scans tile p: they convert tile p + 1 into its working
+// slot and drain tile p - 1 (dx, dlam, the weight-gradient sums), then every warp meets at one
+// __syncthreads per tile. The working tiles are a ring of three slots for d and h (scanned, being
+// drained, being filled) and two for the weights; the helpers' asynchronous copies run two tiles
+// ahead (scan inputs) and two tiles before the drain (lam, x). A helper converts and drains exactly
+// the staging slots it copies itself (copy_span_owned), so its own __pipeline_wait_prior is all the
+// order those copies need; what other threads wrote comes through the __syncthreads of each tile.
+
+struct alignas(16) Quad {
+  float v[4];
+};
+__device__ __forceinline__ Quad load_quad(const float* p) { return *reinterpret_cast<const Quad*>(p); }
+__device__ __forceinline__ void store_quad(float* p, const Quad& q) { *reinterpret_cast<Quad*>(p) = q; }
+
+// Split mode: granule slot k of run r of a staging plane belongs to thread (r * per_run + k) % nt
+// (per_run: the granules a staging run holds), whatever the span, so a slot is copied, converted and
+// drained by one thread for every tile: its own __pipeline_wait_prior orders them. (copy_span's
+// split depends on the span's length, which changes for a short last tile.)
+__device__ __forceinline__ int owned_slots(const Span& sp, const StageLayout& sl, int granule, int& per_run) {
+  per_run = sl.pitch / granule;
+  return sp.runs * per_run;
+}
+
+template <typename T>
+__device__ __noinline__ void copy_span_owned(T* stage, const T* plane, const Geometry& g, const StageLayout& sl,
+                                             const Span& sp, int granule, int tid, int nt) {
+  int per_run;
+  const int total = owned_slots(sp, sl, granule, per_run);
+#pragma unroll 1
+  for (int q = tid; q < total; q += nt) {
+    const int r = q / per_run, k = q - r * per_run;
+    if (k >= sp.granules) continue;
+    const T* src = plane + sp.run_start(g, r) - sp.lead + k * granule;
+    T* dst = stage + r * sl.pitch + k * granule;
+    if (granule * sizeof(T) >= 4) __pipeline_memcpy_async(dst, src, granule * sizeof(T));
+    else *dst = *src;
+  }
+}
+
+// f(r, e, at) for every element of the granules copy_span_owned gives thread tid of nt: element e of
+// run r, at index `at` of the staging plane.
+template <typename F>
+__device__ __forceinline__ void own_granules(const Span& sp, const StageLayout& sl, int granule, int tid, int nt,
+                                             F f) {
+  int per_run;
+  const int total = owned_slots(sp, sl, granule, per_run);
+  for (int q = tid; q < total; q += nt) {
+    const int r = q / per_run, k = q - r * per_run;
+    if (k >= sp.granules) continue;
+    for (int u = 0; u < granule; ++u) {
+      const int e = k * granule + u - sp.lead;
+      if (e >= 0 && e < sp.len) f(r, e, r * sl.pitch + k * granule + u);
+    }
+  }
+}
+
+// The line (absolute) and cross position of element e of run r of a span (the inverse of Span::at).
+__device__ __forceinline__ void run_coord(const Geometry& g, const Span& sp, int r, int e, int& s, int& i) {
+  if (g.cross_contiguous) {
+    s = sp.first + r;
+    i = e;
+  } else {
+    i = r;
+    s = g.reversed ? sp.first + sp.n - 1 - e : sp.first + e;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads, 1)
+backward_split_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T* __restrict__ lam,
+                      const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c,
+                      const T* __restrict__ h, T* __restrict__ dx, T* __restrict__ dlam, WeightGrads<T> dw,
+                      Config cfg) {
+  extern __shared__ __align__(16) unsigned char gspn_smem[];
+  const Geometry& g = cfg.geo;
+  const StageLayout sg(g, cfg.tile, cfg.max_granule);
+  const BlockPlanes bp = block_planes(cfg);  // one channel: kt == 1
+  const int N = g.N, tile = cfg.tile, plane = kSplitPlane;
+  const int last = (g.L - 1) / tile * tile, tiles = last / tile + 1;  // tile p starts at line last - p * tile
+  float* dsl = reinterpret_cast<float*>(gspn_smem);  // [3] dh, turned in place into dL/dh total
+  float* hsl = dsl + 3 * plane;                      // [3] the state each line read (0 at restarts)
+  float* wsl = hsl + 3 * plane;  // [2][3] a of the next position, b, c of the previous position
+  T* stage_a = reinterpret_cast<T*>(wsl + 6 * plane);  // [2][5] dh, h, a, b, c (raw)
+  T* stage_b = stage_a + 10 * sg.plane;                // [2][2] lam, x (raw)
+  const T* weights[3] = {a + bp.w0, b + bp.w0, c + bp.w0};
+  const bool scanner = threadIdx.y == 0;
+  const int hid = static_cast<int>(threadIdx.y * blockDim.x + threadIdx.x) - 32;  // helpers: 0 .. nh - 1
+  const int nh = static_cast<int>(blockDim.x * blockDim.y) - 32;
+
+  auto first_line = [&](int p) { return last - p * tile; };
+  // Helpers: dh, h and the weights of tile p (nothing past the last tile), one commit group.
+  auto fetch_scan_inputs = [&](int p) {
+    if (p < tiles) {
+      const int t0 = first_line(p), steps = tile_steps(cfg, t0);
+      const Span sp(g, t0, steps, cfg.granule), sh = h_span(g, t0, steps, cfg.granule);
+      T* st = stage_a + (p % 2) * 5 * sg.plane;
+      copy_span_owned(st, dh + bp.x0, g, sg, sp, cfg.granule, hid, nh);
+      copy_span_owned(st + sg.plane, h + bp.x0, g, sg, sh, cfg.granule, hid, nh);
+      for (int m = 0; m < 3; ++m) copy_span_owned(st + (2 + m) * sg.plane, weights[m], g, sg, sp, cfg.granule, hid, nh);
+    }
+    __pipeline_commit();
+  };
+  // Helpers: lam and x of tile p, for its dx and dlam, one commit group.
+  auto fetch_gates = [&](int p) {
+    if (p < tiles) {
+      const int t0 = first_line(p);
+      const Span sp(g, t0, tile_steps(cfg, t0), cfg.granule);
+      T* st = stage_b + (p % 2) * 2 * sg.plane;
+      copy_span_owned(st, lam + bp.x0, g, sg, sp, cfg.granule, hid, nh);
+      copy_span_owned(st + sg.plane, x + bp.x0, g, sg, sp, cfg.granule, hid, nh);
+    }
+    __pipeline_commit();
+  };
+  // Helpers: this thread's granules of tile p from the staging area into its working slots.
+  auto convert = [&](int p) {
+    const int t0 = first_line(p), steps = tile_steps(cfg, t0);
+    const uint64_t restart = restart_mask(t0, cfg.chunk);
+    const Span sp(g, t0, steps, cfg.granule), sh = h_span(g, t0, steps, cfg.granule);
+    const T* st = stage_a + (p % 2) * 5 * sg.plane;
+    float* dp = dsl + (p % 3) * plane;
+    float* hp = hsl + (p % 3) * plane;
+    float* wp = wsl + (p % 2) * 3 * plane;
+    own_granules(sp, sg, cfg.granule, hid, nh, [&](int r, int e, int at) {
+      int s, i;
+      run_coord(g, sp, r, e, s, i);
+      const int sl = s - t0, o = sl * kSplitPitch + i;
+      const bool fresh = restarts_at(restart, sl);
+      dp[o] = to_acc(st[at]);
+      if (fresh) hp[o] = 0.f;
+      // Line sl's weights as the line before reads them: a of position i + 1, b, c of position i - 1;
+      // zero where line sl restarts (it does not read the line before), so the scan tests nothing.
+      if (i > 0) wp[o - 1] = fresh ? 0.f : to_acc(st[2 * sg.plane + at]);
+      if (i == N - 1) wp[o] = 0.f;
+      wp[plane + o] = fresh ? 0.f : to_acc(st[3 * sg.plane + at]);
+      if (i + 1 < N) wp[2 * plane + o + 1] = fresh ? 0.f : to_acc(st[4 * sg.plane + at]);
+      if (i == 0) wp[2 * plane + o] = 0.f;
+    });
+    own_granules(sh, sg, cfg.granule, hid, nh, [&](int r, int e, int at) {
+      int s, i;
+      run_coord(g, sh, r, e, s, i);
+      const int sl = s + 1 - t0;  // the line that reads h of line s
+      if (!restarts_at(restart, sl)) hp[sl * kSplitPitch + i] = to_acc(st[sg.plane + at]);
+    });
+    const int pad = kSplitPitch - N;  // past the cross axis: no gradient, no weights
+    for (int q = hid; q < steps * pad; q += nh) {
+      const int o = q / pad * kSplitPitch + N + q % pad;
+      dp[o] = 0.f;
+      for (int m = 0; m < 3; ++m) wp[m * plane + o] = 0.f;
+    }
+  };
+  // Helpers: dx, dlam (this thread's granules of lam and x) and the weight gradients of tile p.
+  auto drain = [&](int p) {
+    const int t0 = first_line(p), steps = tile_steps(cfg, t0);
+    const Span sp(g, t0, steps, cfg.granule);
+    const T* st = stage_b + (p % 2) * 2 * sg.plane;
+    const float* dp = dsl + (p % 3) * plane;
+    const float* hp = hsl + (p % 3) * plane;
+    own_granules(sp, sg, cfg.granule, hid, nh, [&](int r, int e, int at) {
+      int s, i;
+      run_coord(g, sp, r, e, s, i);
+      const float dv = dp[(s - t0) * kSplitPitch + i];
+      const int64_t o = bp.x0 + g.offset(s, i);
+      store(dx + o, to_acc(st[at]) * dv);
+      store(dlam + o, to_acc(st[sg.plane + at]) * dv);
+    });
+    for (int e = hid; e < steps * N; e += nh) {
+      int sl, i;
+      tile_coord(g, steps, e, sl, i);
+      const int o = sl * kSplitPitch + i;
+      const float dv = dp[o];
+      const float sums[3] = {i > 0 ? dv * hp[o - 1] : 0.f, dv * hp[o], i + 1 < N ? dv * hp[o + 1] : 0.f};
+      const int64_t q = bp.w0 + g.offset(t0 + sl, i);
+      for (int m = 0; m < 3; ++m) {
+        if (dw.partial) dw.partial[(bp.ct * 3 + m) * dw.plane_count + q] = sums[m];
+        else store(dw.out[m] + q, sums[m]);
+      }
+    }
+  };
+
+  // Scanner: d of the line after at this lane's positions and that line's weights (zero after the
+  // last line of the scan and where the line after restarts).
+  const int i0 = 4 * static_cast<int>(threadIdx.x);
+  Quad dn = {{0.f, 0.f, 0.f, 0.f}};
+  Quad wa = dn, wb = dn, wc = dn;
+  // d[s] = dh[s] + T[s+1]^T d[s+1] at positions i0 .. i0 + 3: the lane's own terms first, the
+  // neighbour lanes' two terms after the shuffles; then line s's weights, for the line before.
+  auto scan = [&](int p) {
+    const int steps = tile_steps(cfg, first_line(p));
+    float* dl = dsl + (p % 3) * plane + steps * kSplitPitch + i0;  // one line past line sl
+    const float* wl = wsl + (p % 2) * 3 * plane + steps * kSplitPitch + i0;
+    for (int sl = steps - 1; sl >= 0; --sl) {
+      dl -= kSplitPitch;
+      wl -= kSplitPitch;
+      Quad n = load_quad(dl);
+      for (int j = 0; j < 4; ++j) n.v[j] += wb.v[j] * dn.v[j];
+      for (int j = 0; j < 3; ++j) n.v[j] += wa.v[j] * dn.v[j + 1];
+      for (int j = 1; j < 4; ++j) n.v[j] += wc.v[j] * dn.v[j - 1];
+      const float left = __shfl_up_sync(kFullWarp, dn.v[3], 1);     // d of the line after at i0 - 1
+      const float right = __shfl_down_sync(kFullWarp, dn.v[0], 1);  // ... at i0 + 4
+      n.v[0] += wc.v[0] * left;   // zero weight at position 0 (lane 0 gets its own value)
+      n.v[3] += wa.v[3] * right;  // zero weight at the last position and past it
+      store_quad(dl, n);
+      dn = n;
+      wa = load_quad(wl);
+      wb = load_quad(wl + kSplitPlane);
+      wc = load_quad(wl + 2 * kSplitPlane);
+    }
+  };
+
+  if (!scanner) {  // commit groups follow one pattern: A(p + 1), B(p - 1), A(p + 2), B(p) before tile p
+    fetch_scan_inputs(0);
+    __pipeline_commit();
+    fetch_scan_inputs(1);
+    __pipeline_commit();
+  }
+  for (int p = -1; p <= tiles; ++p) {
+    if (scanner) {
+      if (p >= 0 && p < tiles) scan(p);
+    } else {
+      __pipeline_wait_prior(3);  // this thread's copies of the scan inputs of tile p + 1
+      if (p + 1 < tiles) convert(p + 1);
+      fetch_scan_inputs(p + 3);
+      __pipeline_wait_prior(3);  // this thread's copies of lam and x of tile p - 1
+      if (p >= 1) drain(p - 1);
+      fetch_gates(p + 1);
+    }
+    __syncthreads();  // tile p scanned, tile p + 1 filled, tile p - 1 drained
+  }
+  __pipeline_wait_prior(0);  // only empty groups are left
+}
+
+// Split mode (forward): the same roles as backward_split_kernel. Warp 0 scans tile p with four
+// positions a lane in registers; the helpers convert tile p + 1 (lam * x and the three weights, zero
+// where a line restarts, at a of position 0 and c of the last position, and past the cross axis)
+// and write out h of tile p - 1. Slots: three of lam * x (scanned in place into h), two of the
+// weights; the helpers' copies run three tiles ahead.
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads, 1)
+forward_split_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T* __restrict__ a,
+                     const T* __restrict__ b, const T* __restrict__ c, T* __restrict__ h, Config cfg) {
+  extern __shared__ __align__(16) unsigned char gspn_smem[];
+  const Geometry& g = cfg.geo;
+  const StageLayout sg(g, cfg.tile, cfg.max_granule);
+  const BlockPlanes bp = block_planes(cfg);  // one channel: kt == 1
+  const int N = g.N, tile = cfg.tile, plane = kSplitPlane;
+  const int tiles = (g.L + tile - 1) / tile;  // tile p starts at line p * tile
+  float* vsl = reinterpret_cast<float*>(gspn_smem);  // [3] lam * x, scanned in place into h
+  float* wsl = vsl + 3 * plane;                      // [2][3] a, b, c
+  T* stage = reinterpret_cast<T*>(wsl + 6 * plane);  // [kSplitForwardStages][5] lam, x, a, b, c (raw)
+  const T* inputs[5] = {lam + bp.x0, x + bp.x0, a + bp.w0, b + bp.w0, c + bp.w0};
+  const bool scanner = threadIdx.y == 0;
+  const int hid = static_cast<int>(threadIdx.y * blockDim.x + threadIdx.x) - 32;  // helpers: 0 .. nh - 1
+  const int nh = static_cast<int>(blockDim.x * blockDim.y) - 32;
+
+  // Helpers: the inputs of tile p (nothing past the last tile), one commit group.
+  auto fetch = [&](int p) {
+    if (p < tiles) {
+      const int t0 = p * tile;
+      const Span sp(g, t0, tile_steps(cfg, t0), cfg.granule);
+      T* st = stage + (p % kSplitForwardStages) * 5 * sg.plane;
+      for (int m = 0; m < 5; ++m) copy_span_owned(st + m * sg.plane, inputs[m], g, sg, sp, cfg.granule, hid, nh);
+    }
+    __pipeline_commit();
+  };
+  // Helpers: this thread's staging slots of tile p into its working slots.
+  auto convert = [&](int p) {
+    const int t0 = p * tile, steps = tile_steps(cfg, t0);
+    const uint64_t restart = restart_mask(t0, cfg.chunk);
+    const Span sp(g, t0, steps, cfg.granule);
+    const T* st = stage + (p % kSplitForwardStages) * 5 * sg.plane;
+    float* vp = vsl + (p % 3) * plane;
+    float* wp = wsl + (p % 2) * 3 * plane;
+    own_granules(sp, sg, cfg.granule, hid, nh, [&](int r, int e, int at) {
+      int s, i;
+      run_coord(g, sp, r, e, s, i);
+      const bool fresh = restarts_at(restart, s - t0);
+      const int o = (s - t0) * kSplitPitch + i;
+      vp[o] = to_acc(st[at]) * to_acc(st[sg.plane + at]);
+      wp[o] = fresh || i == 0 ? 0.f : to_acc(st[2 * sg.plane + at]);
+      wp[plane + o] = fresh ? 0.f : to_acc(st[3 * sg.plane + at]);
+      wp[2 * plane + o] = fresh || i + 1 == N ? 0.f : to_acc(st[4 * sg.plane + at]);
+    });
+    const int pad = kSplitPitch - N;  // past the cross axis: a zero state
+    for (int q = hid; q < steps * pad; q += nh) {
+      const int o = q / pad * kSplitPitch + N + q % pad;
+      vp[o] = 0.f;
+      for (int m = 0; m < 3; ++m) wp[m * plane + o] = 0.f;
+    }
+  };
+  // Helpers: h of tile p.
+  auto drain = [&](int p) {
+    const int t0 = p * tile, steps = tile_steps(cfg, t0);
+    const float* vp = vsl + (p % 3) * plane;
+    for (int e = hid; e < steps * N; e += nh) {
+      int sl, i;
+      tile_coord(g, steps, e, sl, i);
+      store(h + bp.x0 + g.offset(t0 + sl, i), vp[sl * kSplitPitch + i]);
+    }
+  };
+
+  // Scanner: h of the line before at this lane's positions i0 .. i0 + 3 (zero before the first line).
+  const int i0 = 4 * static_cast<int>(threadIdx.x);
+  Quad hn = {{0.f, 0.f, 0.f, 0.f}};
+  // h[s] = lam x[s] + a h[s-1](i - 1) + b h[s-1](i) + c h[s-1](i + 1): the lane's own terms first,
+  // the neighbour lanes' two terms after the shuffles.
+  auto scan = [&](int p) {
+    const int steps = tile_steps(cfg, p * tile);
+    float* vl = vsl + (p % 3) * plane + i0;
+    const float* wl = wsl + (p % 2) * 3 * plane + i0;
+    for (int sl = 0; sl < steps; ++sl) {
+      Quad n = load_quad(vl);
+      const Quad wa = load_quad(wl), wb = load_quad(wl + kSplitPlane), wc = load_quad(wl + 2 * kSplitPlane);
+      for (int j = 0; j < 4; ++j) n.v[j] += wb.v[j] * hn.v[j];
+      for (int j = 1; j < 4; ++j) n.v[j] += wa.v[j] * hn.v[j - 1];
+      for (int j = 0; j < 3; ++j) n.v[j] += wc.v[j] * hn.v[j + 1];
+      const float left = __shfl_up_sync(kFullWarp, hn.v[3], 1);     // h of the line before at i0 - 1
+      const float right = __shfl_down_sync(kFullWarp, hn.v[0], 1);  // ... at i0 + 4
+      n.v[0] += wa.v[0] * left;   // zero weight at position 0 (lane 0 gets its own value)
+      n.v[3] += wc.v[3] * right;  // zero weight at the last position and past it
+      store_quad(vl, n);
+      hn = n;
+      vl += kSplitPitch;
+      wl += kSplitPitch;
+    }
+  };
+
+  if (!scanner)  // commit groups: A(p + 1) .. A(p + kSplitForwardStages) outstanding before tile p
+    for (int p = 0; p < kSplitForwardStages; ++p) fetch(p);
+  for (int p = -1; p <= tiles; ++p) {
+    if (scanner) {
+      if (p >= 0 && p < tiles) scan(p);
+    } else {
+      __pipeline_wait_prior(kSplitForwardStages - 1);  // this thread's copies of tile p + 1
+      if (p + 1 < tiles) convert(p + 1);
+      fetch(p + 1 + kSplitForwardStages);
+      if (p >= 1) drain(p - 1);
+    }
+    __syncthreads();  // forward: tile p scanned, tile p + 1 filled, tile p - 1 written out
+  }
+  __pipeline_wait_prior(0);  // only empty groups are left
+}
+
 // out[m][q] = sum over channel tiles t, in order, of partial[(t * 3 + m) * plane_count + q].
 template <typename T>
 __global__ void sum_channel_tiles(const typename Accumulator<T>::type* __restrict__ partial, int64_t tiles,
@@ -709,6 +1074,15 @@ inline size_t shared_bytes(const Geometry& g, int kt, int tile, bool backward, b
   return work * acc + staged * elem;
 }
 
+// Split mode, backward: three slots of d and h and two of the weights (float), then two stages of
+// the scan inputs (dh, h, a, b, c) and two of lam and x (input type); forward: three slots of lam * x
+// and two of the weights (float), then kSplitForwardStages stages of lam, x, a, b, c (input type).
+inline size_t split_shared_bytes(const Geometry& g, int tile, bool backward, size_t elem) {
+  const size_t floats = static_cast<size_t>(backward ? 12 : 9) * kSplitPlane;
+  const size_t stages = backward ? 2 * 5 + 2 * 2 : kSplitForwardStages * 5;
+  return floats * sizeof(float) + stages * StageLayout(g, tile, elem == 2 ? 2 : 1).plane * elem;
+}
+
 // Channel tile, then scan tile. Ring plans first: the largest channel tile (at most 32, 16 in warp
 // mode, split down to kMinSpreadTile while the grid has fewer than two blocks per SM) whose shared
 // memory fits the budget (the whole opt-in when the grid has at most one block per SM) with at
@@ -726,6 +1100,7 @@ inline cudaError_t plan_one(const Problem& p, size_t acc_size, size_t elem_size,
   const int L = cfg.geo.L;
   cfg.chunk = p.chunk >= L ? 0 : static_cast<int>(p.chunk);
   cfg.warp = cfg.geo.N <= kWarpCross;
+  cfg.split = false;
   cfg.max_granule = elem_size == 2 ? 2 : 1;
   cfg.granule = 1;
   auto fits = [&](int kt, int tile, bool ring, size_t bytes) {
@@ -737,6 +1112,25 @@ inline cudaError_t plan_one(const Problem& p, size_t acc_size, size_t elem_size,
   // Two blocks per SM need the budget; a grid of at most one block per SM may take the whole opt-in.
   const bool sparse = p.B * p.G * ((cfg.K + widest - 1) / widest) <= sms;
   const size_t budget = sparse || limit < kSharedBudget ? limit : kSharedBudget;
+  // Split mode: one channel per block on a grid of at most one block per SM, cross axes of
+  // kSplitMinCross .. kSplitCross (float accumulation), where its working tiles fit.
+  if (acc_size == sizeof(float) && sparse && widest == 1 && cfg.geo.N >= kSplitMinCross && cfg.geo.N <= kSplitCross) {
+    const int tile = kSplitTile < L ? kSplitTile : L;
+    const size_t bytes = split_shared_bytes(cfg.geo, tile, backward, elem_size);
+    if (bytes <= limit) {
+      cfg.kt = 1;
+      cfg.tile = tile;
+      cfg.ring = true;
+      cfg.warp = false;
+      cfg.split = true;
+      cfg.channel_tiles = cfg.K;
+      plan->blocks = p.B * p.G * cfg.K;
+      plan->threads_x = 32;
+      plan->threads_y = kSplitRows;
+      plan->smem = bytes;
+      return cudaSuccess;
+    }
+  }
   bool found = false;
   auto take = [&](int kt, int tile, bool ring) {
     cfg.kt = kt;
@@ -818,6 +1212,17 @@ cudaError_t forward(const Problem& p, const void* x, const void* lam, const void
   cudaError_t err = make_plan(p, sizeof(typename Accumulator<T>::type), sizeof(T), false, &plan);
   if (err != cudaSuccess) return err;
   plan.cfg.granule = copy_granule(p, sizeof(T), {x, lam, a, b, c});
+  if constexpr (sizeof(typename Accumulator<T>::type) == sizeof(float)) {
+    if (plan.cfg.split) {
+      err = allow_shared(forward_split_kernel<T>, plan.smem);
+      if (err != cudaSuccess) return err;
+      forward_split_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem,
+                                stream>>>(
+          static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a), static_cast<const T*>(b),
+          static_cast<const T*>(c), static_cast<T*>(h), plan.cfg);
+      return cudaGetLastError();
+    }
+  }
   err = allow_shared(forward_kernel<T>, plan.smem);
   if (err != cudaSuccess) return err;
   forward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
@@ -844,12 +1249,27 @@ cudaError_t backward(const Problem& p, const void* dh, const void* x, const void
   dw.partial = tiles > 1 ? static_cast<A*>(workspace) : nullptr;
   dw.plane_count = p.B * p.G * p.H * p.W;
 
-  err = allow_shared(backward_kernel<T>, plan.smem);
-  if (err != cudaSuccess) return err;
-  backward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
-      static_cast<const T*>(dh), static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a),
-      static_cast<const T*>(b), static_cast<const T*>(c), static_cast<const T*>(h), static_cast<T*>(dx),
-      static_cast<T*>(dlam), dw, plan.cfg);
+  bool launched = false;
+  if constexpr (sizeof(A) == sizeof(float)) {
+    if (plan.cfg.split) {
+      err = allow_shared(backward_split_kernel<T>, plan.smem);
+      if (err != cudaSuccess) return err;
+      backward_split_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem,
+                                 stream>>>(
+          static_cast<const T*>(dh), static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a),
+          static_cast<const T*>(b), static_cast<const T*>(c), static_cast<const T*>(h), static_cast<T*>(dx),
+          static_cast<T*>(dlam), dw, plan.cfg);
+      launched = true;
+    }
+  }
+  if (!launched) {
+    err = allow_shared(backward_kernel<T>, plan.smem);
+    if (err != cudaSuccess) return err;
+    backward_kernel<T><<<static_cast<unsigned>(plan.blocks), dim3(plan.threads_x, plan.threads_y), plan.smem, stream>>>(
+        static_cast<const T*>(dh), static_cast<const T*>(x), static_cast<const T*>(lam), static_cast<const T*>(a),
+        static_cast<const T*>(b), static_cast<const T*>(c), static_cast<const T*>(h), static_cast<T*>(dx),
+        static_cast<T*>(dlam), dw, plan.cfg);
+  }
   err = cudaGetLastError();
   if (err != cudaSuccess || tiles == 1) return err;
 

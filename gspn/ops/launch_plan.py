@@ -9,14 +9,17 @@ tests check that both agree on many shapes), so the plans here are the kernels' 
 - Little's law: an SM draws at most `bytes in flight` / LATENCY, and the chip at most
   COPY_BANDWIDTH. Ring plans keep a whole tile's copies in flight per resident block (forward lam,
   x, a, b, c: (2 kt + 3) planes of the tile; backward dh, h, a, b, c of the next tile and lam, x of
-  this one: (4 kt + 3) planes); plans without a ring keep threads x loads in flight per thread
-  (register staging) x bytes per load;
+  this one: (4 kt + 3) planes; split mode SPLIT_STAGES such tiles); plans without a ring keep
+  threads x loads in flight per thread (register staging) x bytes per load;
 - the scan itself (compute): per step, in block mode one barrier and each thread's cross positions
   x channels of dependent shared-memory arithmetic, in warp mode one chain of two shuffles and one
   dependent multiply-add, or the SM's issue rate where many scanning warps share it; per tile three
   barriers and each thread's share of the conversions, outputs and weight gradients (CYCLES_*
-  below). A ring overlaps the loads with all of it (time = max(memory, compute)); without a ring
-  they overlap only when two blocks share an SM. Each wave of blocks also waits one LATENCY for its
+  below). Split mode (one scanning warp, helper warps for the tile work): per tile the longer of the
+  scanning warp's steps and the helpers' work on the neighbouring tiles, plus one barrier; the first
+  tile's conversion and the last tile's drain on top (split_cycles). A ring overlaps the loads with
+  all of it (time = max(memory, compute)); without a ring they overlap only when two blocks share an
+  SM. Each wave of blocks also waits one LATENCY for its
   first tile with nothing to overlap. Not charged: launch overhead, DRAM read/write turnaround,
   tail effects of the last wave, weights re-read by each channel tile, the workspace traffic.
 
@@ -58,6 +61,13 @@ SHARED_BUDGET = 100 * 1024
 WARP_CROSS = 64  # warp mode up to this cross length
 WARP_CHANNEL_TILE = MAX_THREADS // 32
 TILE_SHARE = 8  # grids of at most one block per SM: rows are added until each thread has this many tile elements
+# Split mode (forward_split_kernel, backward_split_kernel): one scanning warp, four positions a lane,
+# helper warps for the tile work.
+SPLIT_MIN_CROSS, SPLIT_CROSS = 33, 128  # cross axes longer than one warp's lanes, up to four positions a lane
+SPLIT_TILE = 16
+SPLIT_PITCH = SPLIT_CROSS + 4  # floats per working line
+SPLIT_ROWS = MAX_THREADS // 32
+SPLIT_STAGES = {False: 3, True: 2}  # tiles of copies the helpers keep ahead: forward, backward
 # Register staging of plans without a ring: values (floats; doubles count twice) each thread loads
 # before it waits.
 FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
@@ -65,6 +75,7 @@ FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 # Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input
 # types); the forward is bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128.
 REGISTERS = {(False, 4): 63, (False, 8): 80, (True, 4): 128, (True, 8): 126}
+REGISTERS_SPLIT = {False: 56, True: 89}  # split-mode kernels (sm_90, the most over the input types)
 
 
 def loads_in_flight(plan: "Plan") -> int:
@@ -79,7 +90,8 @@ def bytes_in_flight(plan: "Plan", element: int) -> int:
     """Bytes one block has in flight while it scans: a ring's copies of a whole tile, else register staging."""
     if plan.ring:
         planes = 4 * plan.kt + 3 if plan.backward else 2 * plan.kt + 3
-        return planes * plan.tile * plan.N * element
+        ahead = SPLIT_STAGES[plan.backward] if plan.split else 1  # split mode: copies run several tiles ahead
+        return ahead * planes * plan.tile * plan.N * element
     return plan.threads * loads_in_flight(plan) * element
 
 
@@ -91,6 +103,10 @@ CYCLES_SHUFFLE = 28  # a lane's value reaching its neighbour lane (the two shuff
 # terms are summed while the shuffles fly).
 CYCLES_WARP_STEP = CYCLES_SHUFFLE + CYCLES_FMA
 INSTRUCTIONS_WARP_STEP = 24  # warp mode: instructions of one step of one warp (two positions a lane)
+# Split mode: one step of the scanning warp, four positions a lane: four 16-byte shared loads, 12
+# multiply-adds, two shuffles, one 16-byte store and the loop's share (the PTX of both kernels' unrolled
+# scan loops: 20-21 instructions a step besides register moves).
+INSTRUCTIONS_SPLIT_STEP = 21
 ISSUE_PER_CYCLE = 4  # warp instructions an SM issues per cycle (four schedulers)
 CYCLES_PER_TILE_ELEMENT = 4  # per thread: one element of a tile converted, written or reduced
 
@@ -110,6 +126,7 @@ class Plan:
     N: int  # cross length
     acc: int  # accumulator bytes
     backward: bool
+    split: bool = False  # split mode: one scanning warp, the other warps convert and drain neighbouring tiles
 
     @property
     def threads(self) -> int:
@@ -139,6 +156,15 @@ def shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element):
     return work * acc + staged * element
 
 
+def split_shared_bytes(N, cross_contiguous, tile, backward, element):
+    """Split mode. Backward: three slots of d and h, two of the weights (float), two stages of dh, h,
+    a, b, c and two of lam, x (input type). Forward: three slots of lam * x, two of the weights (float),
+    SPLIT_STAGES stages of lam, x, a, b, c (input type)."""
+    floats = (12 if backward else 9) * SPLIT_TILE * SPLIT_PITCH
+    stages = 2 * 5 + 2 * 2 if backward else SPLIT_STAGES[False] * 5
+    return floats * 4 + stages * _stage_plane(N, tile, cross_contiguous, 2 if element == 2 else 1) * element
+
+
 def _plan_one(B, C, G, H, W, direction, acc, element, backward, device) -> Plan | None:
     L, N, cross_contiguous = (W, H, False) if direction in ("lr", "rl") else (H, W, True)
     K = C // G
@@ -152,6 +178,11 @@ def _plan_one(B, C, G, H, W, direction, acc, element, backward, device) -> Plan 
         widest = (widest + 1) // 2
     sparse = B * G * -(-K // widest) <= device.sms  # at most one block per SM: the whole opt-in
     budget = device.shared_optin if sparse else min(device.shared_optin, SHARED_BUDGET)
+    if acc == 4 and sparse and widest == 1 and SPLIT_MIN_CROSS <= N <= SPLIT_CROSS:
+        tile = min(SPLIT_TILE, L)
+        smem = split_shared_bytes(N, cross_contiguous, tile, backward, element)
+        if smem <= device.shared_optin:
+            return Plan(B * G * K, 32, SPLIT_ROWS, smem, 1, tile, K, True, False, L, N, acc, backward, True)
     found, kt = None, widest
     while found is None:
         steps = 32
@@ -224,7 +255,8 @@ def blocks_per_sm(plan: Plan, device=H100) -> tuple[int, str]:
     limits = {
         "threads": device.threads_per_sm // plan.threads,
         "shared memory": device.shared_per_sm // (plan.smem + SHARED_RESERVED),
-        "registers": device.registers_per_sm // (plan.threads * REGISTERS[plan.backward, plan.acc]),
+        "registers": device.registers_per_sm // (plan.threads * (REGISTERS_SPLIT[plan.backward] if plan.split
+                                                                 else REGISTERS[plan.backward, plan.acc])),
         "blocks/SM": device.blocks_per_sm,
     }
     limiter = min(limits, key=limits.get)
@@ -249,20 +281,57 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
     total = minimal_bytes(B, C, groups, H, W, element, backward)
     t_memory = total / drawn
     waves = -(-plan.blocks // (device.sms * occupancy))
-    if plan.warp:
+    if plan.split:
+        t_scan = waves * split_cycles(plan) / device.clock
+    elif plan.warp:
         warps = resident * plan.kt  # the warps that scan
         step = max(CYCLES_WARP_STEP, warps * INSTRUCTIONS_WARP_STEP / ISSUE_PER_CYCLE)
     else:
         step = CYCLES_BARRIER + -(-plan.N // plan.threads_x) * -(-plan.kt // plan.threads_y) * CYCLES_PER_ELEMENT
-    tile_ops = 7 * plan.kt + 6 if backward else 2 * plan.kt + 3  # per tile element: conversions, outputs, sums
-    per_tile = 3 * CYCLES_BARRIER + -(-plan.tile * plan.N * tile_ops // plan.threads) * CYCLES_PER_TILE_ELEMENT
-    t_scan = waves * (plan.L * step + -(-plan.L // plan.tile) * per_tile) / device.clock
+    if not plan.split:
+        tile_ops = 7 * plan.kt + 6 if backward else 2 * plan.kt + 3  # per tile element: conversions, outputs, sums
+        per_tile = 3 * CYCLES_BARRIER + -(-plan.tile * plan.N * tile_ops // plan.threads) * CYCLES_PER_TILE_ELEMENT
+        t_scan = waves * (plan.L * step + -(-plan.L // plan.tile) * per_tile) / device.clock
     hides = plan.ring or resident >= 2
     t = max(t_memory, t_scan) if hides else t_memory + t_scan
     t += waves * device.latency  # the first tile of each wave waits for its loads with nothing to overlap
     floor = total / device.copy_bandwidth
     return {"plan": plan, "blocks/SM": occupancy, "limiter": limiter, "bytes": total,
             "in flight/SM": in_flight, "time": t, "floor": floor, "share": floor / t}
+
+
+def split_cycles(plan: Plan) -> int:
+    """Split mode: cycles of one block. Warp 0 scans tile p while the helper warps convert tile p + 1
+    (forward: lam * x and the three weights; backward: dh, h and the three weights; zeros past the
+    cross axis) and drain tile p - 1 (forward: h; backward: dx, dlam and the three weight-gradient
+    sums); then one barrier. The first tile's conversion and the last tile's drain have nothing to
+    overlap. A scan step: the 32-cycle chain of a warp-mode step (one warp, one instruction a cycle:
+    INSTRUCTIONS_SPLIT_STEP fit in it). Warp 0 shares its scheduler with a quarter of the other warps:
+    a tile also takes at least warp 0's instructions plus their share of the helpers' (one warp
+    instruction per tile element, the rate CYCLES_PER_TILE_ELEMENT gives a block of 16 warps)."""
+    helpers = plan.threads - 32
+    warps = plan.threads // 32
+    beside = (warps // ISSUE_PER_CYCLE - 1) / (warps - 1)  # share of the helper warps on warp 0's scheduler
+    steps = [min(plan.tile, plan.L - t0) for t0 in range(0, plan.L, plan.tile)]
+    converted, drained = (5, 8) if plan.backward else (4, 1)  # per tile element
+
+    def convert_ops(n):
+        return n * plan.N * converted + n * (SPLIT_PITCH - plan.N) * 4
+
+    def drain_ops(n):
+        return n * plan.N * drained
+
+    def helper_cycles(ops):
+        return -(-ops // helpers) * CYCLES_PER_TILE_ELEMENT
+
+    step = max(CYCLES_WARP_STEP, INSTRUCTIONS_SPLIT_STEP)
+    order = steps[::-1] if plan.backward else steps  # the backward scans the last tile first
+    cycles = helper_cycles(convert_ops(order[0])) + CYCLES_BARRIER
+    for p, n in enumerate(order):
+        ops = (convert_ops(order[p + 1]) if p + 1 < len(order) else 0) + (drain_ops(order[p - 1]) if p else 0)
+        issue = n * INSTRUCTIONS_SPLIT_STEP + beside * ops / 32
+        cycles += max(n * step, helper_cycles(ops), issue) + CYCLES_BARRIER
+    return cycles + helper_cycles(drain_ops(order[-1])) + CYCLES_BARRIER
 
 
 def cheapest_step_cycles(N: int, exchange_period: int | None = None) -> float:
@@ -318,7 +387,7 @@ def table(shapes=TABLE_SHAPES, dtypes=(torch.float32, torch.bfloat16), device=H1
                     if p is None:
                         rows.append({**row, "blocks": "refused"})
                         continue
-                    steps = ("warp" if p.warp else "block") + ("+ring" if p.ring else "")
+                    steps = ("split" if p.split else "warp" if p.warp else "block") + ("+ring" if p.ring else "")
                     least = bound(shape, groups, dtype, backward, device)
                     per_step = bound(shape, groups, dtype, backward, device, exchange_period=1)
                     rows.append({**row, "blocks": p.blocks, "threads": p.threads, "smem KB": f"{p.smem / 1024:.1f}",

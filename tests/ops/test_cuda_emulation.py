@@ -165,7 +165,7 @@ def test_too_long_cross_axis_is_refused_cleanly(emu):
 @pytest.mark.parametrize("direction", ["lr", "tb"])
 @pytest.mark.parametrize("shape", [(16, 8, 1024, 1024), (1, 32, 64, 64), (1, 32, 128, 128), (32, 196, 32, 32),
                                    (1, 768, 64, 64), (2, 5, 300, 7), (1, 1, 1, 1), (128, 576, 56, 56),
-                                   (1, 128, 512, 512)], ids=str)
+                                   (1, 128, 512, 512), (1, 3, 33, 17), (2, 40, 100, 129)], ids=str)
 def test_python_plan_is_the_kernels_plan(emulator, shape, direction, dtype):
     """gspn.ops.launch_plan (the bandwidth model of `python -m gspn.benchmark --plan`) mirrors the C++ planner."""
     B, C, H, W = shape
@@ -185,3 +185,58 @@ def test_sparse_grids_get_helper_rows(emulator, shape, direction):
     for backward in (False, True):
         plan = emulator.plan(torch.float64, *shape, direction, None, backward)
         assert plan["blocks"] <= 132 and plan["threads_y"] > plan["kt"], backward
+
+
+# Split mode (forward_split_kernel, backward_split_kernel): float accumulation, cross axes of 33 to
+# 128, one channel per block on a grid of at most one block per SM. Warp 0 scans while the other
+# warps convert and drain the neighbouring tiles of 16 steps. Shapes in every direction: one tile, several,
+# a short last tile (lr/rl W = 33, 17: the ownership of staging slots must not depend on the tile's
+# length), the longest cross axis (128), chunks shorter than, across and longer than a tile, G = 1
+# with several channels and G = C (workspace or direct weight gradients), B = 2.
+SPLIT_CASES = [
+    ((1, 1, 1, 70, 9), (None,)),
+    ((1, 2, 1, 100, 20), (None, 3)),
+    ((1, 1, 1, 64, 33), (None, 5, 64)),
+    ((2, 3, 3, 66, 34), (None, 17)),
+    ((1, 2, 1, 128, 40), (None, 2)),
+    ((1, 1, 1, 37, 128), (None, 16)),
+]
+
+
+def split_mode(emu, dtype, shape, direction, chunk):
+    """Whether forward and backward both run in split mode (they choose it under the same conditions)."""
+    modes = {emu.plan(dtype, *shape, direction, chunk, backward)["split"] for backward in (False, True)}
+    assert len(modes) == 1, "forward and backward disagree on split mode"
+    return modes.pop()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("shape,chunks", SPLIT_CASES, ids=[str(c[0]) for c in SPLIT_CASES])
+def test_split_mode_float32_matches_float64_reference(emu, shape, chunks, direction):
+    B, C, G, H, W = shape
+    N = H if direction in ("lr", "rl") else W
+    assert split_mode(emu, torch.float32, shape, direction, None) == (33 <= N <= 128)
+    assert not split_mode(emu, torch.float64, shape, direction, None)  # float64 keeps the other plans
+    tensors = make_inputs(*shape)
+    single = [t.float() for t in tensors]
+    for chunk in chunks:
+        got = emulated(emu, single, direction, chunk)
+        assert_all_close([g.double() for g in got], reference(tensors, direction, chunk), f"chunk {chunk}",
+                         atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("shape,chunk", [((1, 1, 1, 64, 33), None), ((1, 2, 1, 100, 20), 3), ((2, 3, 3, 66, 34), None)],
+                         ids=str)
+def test_split_mode_low_precision_within_twice_the_reference_error(emu, shape, chunk, direction, dtype):
+    """Odd W: 16-bit elements copied one at a time (synchronously); even W: in 4-byte pairs."""
+    test_low_precision_within_twice_the_reference_error(emu, shape, chunk, direction, dtype)
+
+
+def test_split_mode_is_bitwise_repeatable(emu):
+    tensors = [t.float() for t in make_inputs(1, 3, 1, 70, 40)]  # three channel tiles: workspace reduction
+    assert split_mode(emu, torch.float32, (1, 3, 1, 70, 40), "lr", None)
+    first = emulated(emu, tensors, "lr", None)
+    for name, a, b in zip(NAMES, first, emulated(emu, tensors, "lr", None)):
+        assert torch.equal(a, b), name

@@ -24,7 +24,7 @@ SANITIZERS = {
 # C}, several channel tiles (workspace), a cross axis of 530 (more than a block of 512 threads), a
 # shared-memory fallback plan (no ring), 16-bit storage copied one element at a time (odd W) and in
 # pairs (even W, block mode), warp mode (cross axes up to 64: shuffles) and block mode, a block with
-# more rows of threads than channels.
+# more rows of threads than channels, the split-mode backward.
 CASES = [
     ((1, 4, 2, 5, 7), "lr", 3, torch.float32, 232448),
     ((1, 40, 1, 3, 6), "tb", None, torch.float64, 232448),
@@ -34,6 +34,10 @@ CASES = [
     ((1, 6, 1, 40, 5), "rl", 2, torch.float64, 8 * 1024),
     ((1, 2, 1, 66, 4), "rl", 3, torch.bfloat16, 232448),
     ((1, 1, 1, 9, 40), "lr", None, torch.float32, 232448),  # a row of threads beyond the channel: tile work only
+    # split-mode backward (one scanning warp, helper warps on the neighbouring tiles): three tiles, the
+    # last one short; 16-bit elements copied one at a time, then float32 copies with a chunk
+    ((1, 1, 1, 64, 33), "lr", None, torch.float16, 232448),
+    ((1, 2, 1, 40, 36), "bt", 3, torch.float32, 232448),
 ]
 
 

@@ -20,6 +20,10 @@ BLOCK_CASE = ((1, 2, 1, 70, 6), "lr", None)  # cross axis 70: block mode, a barr
 WARP_CASE = ((1, 2, 1, 6, 7), "lr", None)  # cross axis 6: warp mode, shuffles
 CHUNK_CASE = ((1, 2, 1, 5, 9), "lr", 3)
 HELPER_CASE = ((1, 1, 1, 9, 40), "lr", None)  # warp mode, one channel, a second row of threads for the tile work
+# Split mode (float accumulation only): three tiles of up to 16 steps, the last one short.
+SPLIT_CASE = ((1, 2, 1, 40, 36), "lr", 5, torch.float32)
+SPLIT_SYNC_CASE = ((1, 1, 1, 64, 33), "lr", None, torch.float16)  # odd W: 16-bit copies land at once
+TOLERANCE = {torch.float64: None, torch.float32: 1e-4, torch.float16: 1e-2}  # against the float64 reference
 
 # name: (text in propagate_kernels.cu, its replacement, case)
 MUTATIONS = {
@@ -61,6 +65,32 @@ MUTATIONS = {
         "const A left = __shfl_up_sync(kFullWarp, h1, 1);",
         "const A left = __shfl_up_sync(0xffffu, h1, 1);",
         WARP_CASE),
+    # Split mode: one barrier per tile between the scanning warp and the helpers, each helper's own
+    # waits for its copies, staging slots owned by one thread whatever the tile's length.
+    "no barrier per tile in the split forward": (
+        "    __syncthreads();  // forward: tile p scanned, tile p + 1 filled, tile p - 1 written out\n",
+        "",
+        SPLIT_CASE),
+    "split forward converts before its copies land": (
+        "      __pipeline_wait_prior(kSplitForwardStages - 1);  // this thread's copies of tile p + 1\n",
+        "      __pipeline_wait_prior(kSplitForwardStages);\n",
+        SPLIT_CASE),
+    "no barrier per tile in the split backward": (
+        "    __syncthreads();  // tile p scanned, tile p + 1 filled, tile p - 1 drained\n",
+        "",
+        SPLIT_CASE),
+    "split backward converts before its copies land": (
+        "      __pipeline_wait_prior(3);  // this thread's copies of the scan inputs of tile p + 1\n",
+        "      __pipeline_wait_prior(4);\n",
+        SPLIT_CASE),
+    "split backward drains before lam and x land": (
+        "      __pipeline_wait_prior(3);  // this thread's copies of lam and x of tile p - 1\n",
+        "      __pipeline_wait_prior(4);\n",
+        SPLIT_CASE),
+    "staging slots owned by the span's own split (split backward)": (
+        "  per_run = sl.pitch / granule;\n",
+        "  per_run = sp.granules;\n",
+        SPLIT_SYNC_CASE),
 }
 
 
@@ -89,13 +119,36 @@ def mutants(tmp_path_factory):
         return dict(pool.map(one, enumerate(MUTATIONS)))
 
 
+def check(got, tensors, direction, chunk, context):
+    """The comparison each seeded bug must fail: float64 at the reference's tolerances, float32 and
+    float16 against the float64 reference (the unmutated kernels pass it with a tenfold margin)."""
+    tolerance = TOLERANCE[tensors[0].dtype]
+    if tolerance is None:
+        assert_all_close(got, reference(tensors, direction, chunk), context)
+    else:
+        want = reference([t.double() for t in tensors], direction, chunk)
+        assert_all_close([g.double() for g in got], want, context, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("case", [SPLIT_CASE, SPLIT_SYNC_CASE], ids=str)
+def test_split_cases_pass_unmutated(case, tmp_path):
+    """The split-mode seeded bugs' cases select split mode and pass `check` without a bug."""
+    if CXX is None:
+        pytest.skip("no C++ compiler (g++) to build the emulated kernels")
+    shape, direction, chunk, dtype = case
+    emu = Emulator(build(tmp_path / "build", flags=("-O0",)))
+    assert all(emu.plan(dtype, *shape, direction, chunk, backward)["split"] for backward in (False, True))
+    tensors = make_inputs(*shape, dtype=dtype)
+    check(emulated(emu, tensors, direction, chunk), tensors, direction, chunk, "unmutated")
+
+
 @pytest.mark.parametrize("name", list(MUTATIONS))
 def test_seeded_bug_is_caught(mutants, name):
     built = mutants[name]
     if isinstance(built, Exception):
         raise built
-    shape, direction, chunk = MUTATIONS[name][2]
-    tensors = make_inputs(*shape, dtype=torch.float64)
+    shape, direction, chunk, dtype = (*MUTATIONS[name][2], torch.float64)[:4]
+    tensors = make_inputs(*shape, dtype=dtype)
     emu = Emulator(built)
     for _ in range(3):  # a missing barrier is a race: it shows in one of a few runs
         try:
@@ -103,7 +156,7 @@ def test_seeded_bug_is_caught(mutants, name):
         except EmulationError:
             return  # the launch failed
         try:
-            assert_all_close(got, reference(tensors, direction, chunk), name)
+            check(got, tensors, direction, chunk, name)
         except AssertionError:
             return  # the results left the reference
     pytest.fail(f"seeded bug not caught: {name}")

@@ -90,16 +90,17 @@ int emu_backward(int dtype, const int64_t* shape, int direction, int64_t chunk, 
 }
 
 // The launch plan of the kernels: out = {blocks, threads x, threads y, shared bytes, channels per
-// block, scan steps per tile, channel tiles per group, ring, warp mode}; returns the planner's error code.
+// block, scan steps per tile, channel tiles per group, ring, warp mode, split mode}; returns the planner's error code.
 int emu_plan(int dtype, const int64_t* shape, int direction, int64_t chunk, int backward, int64_t* out) {
   const Problem p = problem(shape, direction, chunk);
   const size_t acc = dtype == 1 ? 8 : 4;
   gspn_cuda::detail::Plan plan;
   const cudaError_t err = gspn_cuda::detail::make_plan(p, acc, element_size(dtype), backward != 0, &plan);
   if (err != cudaSuccess) return static_cast<int>(err);
-  const int64_t fields[9] = {plan.blocks, plan.threads_x, plan.threads_y, static_cast<int64_t>(plan.smem),
-                             plan.cfg.kt, plan.cfg.tile, plan.cfg.channel_tiles, plan.cfg.ring, plan.cfg.warp};
-  for (int k = 0; k < 9; ++k) out[k] = fields[k];
+  const int64_t fields[10] = {plan.blocks, plan.threads_x, plan.threads_y, static_cast<int64_t>(plan.smem),
+                              plan.cfg.kt, plan.cfg.tile, plan.cfg.channel_tiles, plan.cfg.ring, plan.cfg.warp,
+                              plan.cfg.split};
+  for (int k = 0; k < 10; ++k) out[k] = fields[k];
   return 0;
 }
 

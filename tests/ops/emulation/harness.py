@@ -107,14 +107,15 @@ class Emulator:
 
     def plan(self, dtype, B, C, G, H, W, direction, chunk, backward) -> dict | None:
         """The kernels' launch plan, or None where the planner refuses the shape."""
-        out = (ctypes.c_int64 * 9)()
+        out = (ctypes.c_int64 * 10)()
         code = self.lib.emu_plan(ctypes.c_int(DTYPES[dtype]), _shape(B, C, G, H, W), ctypes.c_int(DIRECTIONS[direction]),
                                  ctypes.c_int64(chunk or 0), ctypes.c_int(int(backward)), out)
         if code != 0:
             return None
-        fields = ("blocks", "threads_x", "threads_y", "smem", "kt", "tile", "channel_tiles", "ring", "warp")
+        fields = ("blocks", "threads_x", "threads_y", "smem", "kt", "tile", "channel_tiles", "ring", "warp", "split")
         plan = dict(zip(fields, list(out)))
-        plan["ring"], plan["warp"] = bool(plan["ring"]), bool(plan["warp"])
+        for flag in ("ring", "warp", "split"):
+            plan[flag] = bool(plan[flag])
         return plan
 
 
