@@ -43,23 +43,26 @@ def drop_labels(labels: Tensor, rate: float, null_label: int) -> Tensor:
 
 
 def diffusion_loss(denoiser: nn.Module, scheduler, x0: Tensor, labels: Tensor | None,
-                   generator: torch.Generator | None = None, snr_gamma: float | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, snr_gamma: float | None = None,
+                   snr_floor: float | None = None) -> Tensor:
     """MSE between the denoiser's output and the noise (or v) of x0 noised at uniformly random timesteps.
 
-    snr_gamma: Min-SNR-gamma weighting (Hang et al., 2023): each sample's error is weighted so that the
-    implied x0 error weight is min(SNR(t), gamma); timesteps of little noise stop dominating the
-    gradient, which speeds up convergence. None: the plain (unweighted) loss."""
+    Each sample's error can be weighted so that the implied x0 error weight is SNR(t) clamped to
+    [snr_floor, snr_gamma]. snr_gamma: Min-SNR-gamma (Hang et al., 2023): timesteps of little noise stop
+    dominating the gradient. snr_floor: the floor of truncated-SNR weighting (Salimans & Ho, 2022), e.g.
+    1: timesteps of heavy noise, where the layout of an image is decided, keep a weight of their own
+    (with Min-SNR alone they get almost none). Both None: the plain loss."""
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
     noisy = scheduler.add_noise(x0, noise, t)
     epsilon = scheduler.config.prediction_type == "epsilon"
     target = noise if epsilon else scheduler.get_velocity(x0, noise, t)
     error = (denoiser(noisy, t, labels).float() - target.float()).pow(2).flatten(1).mean(1)
-    if snr_gamma is not None:
+    if snr_gamma is not None or snr_floor is not None:
         from diffusers.training_utils import compute_snr
 
         snr = compute_snr(scheduler, t)
-        error = error * snr.clamp(max=snr_gamma) / (snr if epsilon else snr + 1)
+        error = error * snr.clamp(min=snr_floor, max=snr_gamma) / (snr if epsilon else snr + 1)
     return error.mean()
 
 

@@ -39,6 +39,7 @@ class GenerationTask(BaseTask):
         prediction_type: "epsilon" or "v_prediction"; num_train_timesteps, beta_schedule: the training
             schedule (1000, "linear": ADM/DiT).
         snr_gamma: Min-SNR-gamma loss weighting (e.g. 5; faster convergence), None for the plain loss.
+        snr_floor: the least implied x0 weight of a timestep (truncated SNR, e.g. 1), None for none.
         label_dropout: the rate at which training labels become the null class (classifier-free guidance).
         sampler: "ddpm", "ddim" or "dpm_solver" (DPM-Solver++); sampling_steps; sampler_args: the
             scheduler's own options (e.g. {clip_sample: true} for DDPM/DDIM in pixel space).
@@ -64,7 +65,8 @@ class GenerationTask(BaseTask):
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
                  prediction_type: str = "epsilon", num_train_timesteps: int = 1000, beta_schedule: str = "linear",
-                 snr_gamma: float | None = None, label_dropout: float = 0.1, sampler: str = "ddim", sampling_steps: int = 50,
+                 snr_gamma: float | None = None, snr_floor: float | None = None,
+                 label_dropout: float = 0.1, sampler: str = "ddim", sampling_steps: int = 50,
                  sampler_args: dict | None = None, guidance_scale: float = 1.5, sample_size: int | None = None,
                  seed: int = 0, grid_samples: int = 4, eval_samples: int = 0, eval_guidance_scale: float | None = None,
                  fid_features: str = "classifier", fid_classifier: str | None = None,
@@ -81,6 +83,9 @@ class GenerationTask(BaseTask):
                 raise ValueError(f"{name}: {key} must be at least 0 (1: no guidance), got {hp[key]}")
         if hp.snr_gamma is not None and hp.snr_gamma <= 0:
             raise ValueError(f"{name}: snr_gamma must be positive (or None: no weighting), got {hp.snr_gamma}")
+        if hp.snr_floor is not None and not 0 < hp.snr_floor <= (hp.snr_gamma or float("inf")):
+            raise ValueError(f"{name}: snr_floor must be positive and at most snr_gamma ({hp.snr_gamma}), "
+                             f"got {hp.snr_floor}")
         if not 0 <= hp.label_dropout < 1:
             raise ValueError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
         if hp.sampler not in SAMPLERS:
@@ -173,7 +178,7 @@ class GenerationTask(BaseTask):
         images, labels = batch
         labels = drop_labels(labels, self.hparams.label_dropout, self.null_label) if self.null_label else None
         loss = diffusion_loss(self.model, self.scheduler, self.to_model_space(images), labels,
-                              snr_gamma=self.hparams.snr_gamma)
+                              snr_gamma=self.hparams.snr_gamma, snr_floor=self.hparams.snr_floor)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -184,7 +189,7 @@ class GenerationTask(BaseTask):
             # Fixed noise and timesteps per batch, so validation losses of different runs compare.
             generator = torch.Generator(self.device).manual_seed(self.hparams.seed + batch_idx)
             loss = diffusion_loss(self.model, self.scheduler, x0, labels if self.null_label else None, generator,
-                                  self.hparams.snr_gamma)
+                                  self.hparams.snr_gamma, self.hparams.snr_floor)
             self.log("val_loss", loss, sync_dist=True, add_dataloader_idx=False)
         if self.quality is not None and self.hparams.eval_samples and not self.trainer.sanity_checking:
             pixels = self.to_pixels(x0) if x0 is not images else images

@@ -90,21 +90,25 @@ def test_unknown_sampler_is_a_clear_error():
         sampling_scheduler(training_scheduler(), "euler")
 
 
+@pytest.mark.parametrize("gamma, floor", [(5.0, None), (None, 1.0), (5.0, 1.0)])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_min_snr_weighting_matches_a_hand_computed_loss(prediction_type):
-    x0 = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+def test_snr_weighting_matches_a_hand_computed_loss(prediction_type, gamma, floor):
+    x0 = torch.randn(64, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     scheduler = training_scheduler(prediction_type=prediction_type)
     zero = lambda x, t, y: torch.zeros_like(x)  # noqa: E731  the error is then the target itself
     # the same draws as the loss makes from this generator: the noise, then the timesteps
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(x0.shape, generator=generator)
-    t = torch.randint(0, 1000, (6,), generator=generator)
+    t = torch.randint(0, 1000, (64,), generator=generator)
     abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     target = noise if prediction_type == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
-    snr = (abar / (1 - abar)).flatten()
-    weight = snr.clamp(max=5.0) / (snr if prediction_type == "epsilon" else snr + 1)
+    snr = (abar / (1 - abar)).flatten().tolist()
+    # the implied x0 weight, SNR clamped to [floor, gamma], per sample in plain Python
+    x0_weight = [min(max(s, floor or 0.0), gamma or float("inf")) for s in snr]
+    weight = torch.tensor([w / (s if prediction_type == "epsilon" else s + 1) for w, s in zip(x0_weight, snr)])
     expected = (target.pow(2).flatten(1).mean(1) * weight).mean()
-    weighted = diffusion_loss(zero, scheduler, x0, None, torch.Generator().manual_seed(0), snr_gamma=5.0)
+    weighted = diffusion_loss(zero, scheduler, x0, None, torch.Generator().manual_seed(0), snr_gamma=gamma,
+                              snr_floor=floor)
     plain = diffusion_loss(zero, scheduler, x0, None, torch.Generator().manual_seed(0))
     assert weighted == pytest.approx(expected.item(), rel=1e-5)
     assert plain == pytest.approx(target.pow(2).mean().item(), rel=1e-5)

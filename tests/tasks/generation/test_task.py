@@ -107,6 +107,20 @@ def tiny_autoencoder(folder: Path) -> str:
     return str(folder)
 
 
+def test_shapes_splits_are_rendered_once_in_the_signed_range_and_disjoint():
+    from gspn.tasks.classification.shapes import SyntheticShapes
+    from gspn.tasks.generation.data import SyntheticShapesGenerationData
+
+    data = SyntheticShapesGenerationData(num_train=16, num_val=4, image_size=16, seed=3)
+    data.setup("fit")
+    image, label = data.datasets["train"][5]
+    rendered, rendered_label = SyntheticShapes(16, 16, 3)[5]
+    assert torch.equal(image, rendered * 2 - 1) and int(label) == rendered_label
+    val, reference = data.datasets["val"], data.datasets["reference"]
+    assert len(data.datasets["train"]) == 16 and len(val) == len(reference) == 4
+    assert not torch.equal(val[0][0], reference[0][0]) and not torch.equal(val[0][0], data.datasets["train"][0][0])
+
+
 def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp_path):
     from gspn.tasks.generation.autoencoder import LatentCodec, extract_latents
     from gspn.tasks.generation.data import SyntheticShapesGenerationData
@@ -138,6 +152,8 @@ def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp
     ({"model": {"init_args": {"autoencoder": "/nonexistent/vae"}}}, "is not a folder holding an AutoencoderKL"),
     ({"model": {"init_args": {"sampler": "euler"}}}, "sampler must be one of"),
     ({"model": {"init_args": {"snr_gamma": 0.0}}}, "snr_gamma must be positive"),
+    ({"model": {"init_args": {"snr_floor": 0.0}}}, "snr_floor must be positive and at most snr_gamma"),
+    ({"model": {"init_args": {"snr_floor": 6.0}}}, "snr_floor must be positive and at most snr_gamma (5.0)"),
 ])
 def test_bad_settings_are_clear_errors_before_training(override, message, config_file, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", override)
