@@ -54,6 +54,7 @@ def test_runs_at_other_resolutions_and_depends_on_time_and_class(conditioning):
     x = torch.randn(2, 3, 24, 40)
     out = model(x, torch.tensor([10, 10]), torch.tensor([1, 1]))
     assert out.shape == x.shape
+    assert out.is_contiguous()  # channels-last inside, the usual layout outside (callers may .view it)
     assert not torch.allclose(out, model(x, torch.tensor([500, 500]), torch.tensor([1, 1])))
     assert not torch.allclose(out, model(x, torch.tensor([10, 10]), torch.tensor([2, 8])))
 
