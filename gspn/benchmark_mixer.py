@@ -28,30 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gspn.nn import GSPNMixer, use_fused_mixers
+from gspn.nn import GSPNMixer, SelfAttention, use_fused_mixers
 
 WIDTH, BATCH, HEADS = 96, 2, 3
 SIZES = (14, 28, 56, 112, 160)
 QUICK_SIZES = (14, 28)
 MODELS = ("gspn_t", "gspn2_t")
 MODEL_BATCH, MODEL_SIZE = 8, 224
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over the H * W tokens of a (B, C, H, W) map: qkv, SDPA, proj."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        B, C, H, W = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(tokens).view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
-        return self.proj(y).transpose(1, 2).reshape(B, C, H, W)
 
 
 def layers(width: int) -> dict[str, nn.Module]:
@@ -63,7 +46,7 @@ def layers(width: int) -> dict[str, nn.Module]:
     old1.fused = old2.fused = False
     return {"GSPN-1 mixer, fused": gspn1, "GSPN-1 mixer, per-direction": old1,
             "GSPN-2 mixer, fused": gspn2, "GSPN-2 mixer, per-direction": old2,
-            f"attention (SDPA, {HEADS} heads)": Attention(width, HEADS),
+            f"attention (SDPA, {HEADS} heads)": SelfAttention(width, HEADS),
             "depthwise conv 7x7": nn.Conv2d(width, width, 7, padding=3, groups=width)}
 
 

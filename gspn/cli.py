@@ -70,7 +70,8 @@ def best_checkpoint(directory: str) -> str:
     if last.is_file():
         states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
         for key, state in states.items():
-            best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+            # "Checkpoint{...}" (older runs: "ModelCheckpoint{...}"); other callbacks hold no best_model_path
+            best = state.get("best_model_path") if key.startswith(("Checkpoint", "ModelCheckpoint")) else None
             if best and Path(best).is_file():
                 return best
     raise ValueError(f"--ckpt_path best: no best checkpoint is recorded in {last}; pass a checkpoint file "
@@ -99,9 +100,9 @@ def flatten(config, prefix: str = "") -> dict:
 
 
 def build_cli_class():
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from gspn.tasks.checkpoint import Checkpoint
     from gspn.tasks.prediction import PredictionWriter
 
     class GSPNArgumentParser(LightningArgumentParser):
@@ -120,7 +121,7 @@ def build_cli_class():
 
     class GSPNCLI(LightningCLI):
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(Checkpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True})
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
             parser.link_arguments("model.monitor", "checkpoint.monitor", apply_on="instantiate")

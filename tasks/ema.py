@@ -2,7 +2,9 @@
 
 The callback swaps the averaged weights in for validation, saves them as the checkpoint's
 `state_dict` (the raw weights go to `current_model_state`) and copies them into the model when
-training ends, so every evaluation, checkpoint and `load_checkpoint` sees the average.
+fitting ends, so every evaluation, checkpoint and `load_checkpoint` sees the average. The copy waits
+for `on_fit_end` (Lightning copies at `on_train_end`) so that the checkpoint written as training ends
+(tasks/checkpoint.py) still holds the raw weights a resumed run continues from.
 """
 
 import functools
@@ -30,3 +32,9 @@ class EMA(WeightAveraging):
             raise ValueError(f"ema_decay: expected a value in (0, 1), got {decay}")
         super().__init__(use_buffers=True, avg_fn=functools.partial(ema_average, decay=decay, warmup=warmup))
         self.decay = decay
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        pass
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)

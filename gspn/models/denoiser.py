@@ -10,6 +10,10 @@ guidance), chosen by `conditioning`:
   gate per branch, from the embedding of timestep + class);
 - "additive": the embedding is added to every token after the patch embedding, as the official release.
 Every block's scan is global unless `chunks` says otherwise (the release's "global" layers are not).
+
+`mixer="attention"` is the control: the same denoiser with multi-head self-attention in place of the
+GSPN mixer and, since attention cannot tell where a token sits, a fixed 2D sin-cos position embedding
+added after the patch embedding (DiT's design). See docs/generation.md for how the two compare.
 """
 
 import math
@@ -19,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import GSPNMixer, LayerNorm2d, Mlp
+from ..nn import GSPNMixer, LayerNorm2d, Mlp, SelfAttention, sincos_position_2d
 from .registry import register_model
 
 CONDITIONING = ("adaln", "additive")
+MIXERS = ("gspn", "attention")
 
 
 class TimestepEmbedder(nn.Module):
@@ -47,11 +52,11 @@ class DenoiserBlock(nn.Module):
     """Pre-norm mixer and MLP branches; `adaln` modulates both from the conditioning, `skip` first
     fuses a long skip (concatenate, 1x1 conv) as U-ViT's second-half blocks do."""
 
-    def __init__(self, dim: int, *, adaln: bool, skip: bool, mlp_ratio: float, **mixer):
+    def __init__(self, dim: int, mixer: nn.Module, *, adaln: bool, skip: bool, mlp_ratio: float):
         super().__init__()
         self.skip = nn.Conv2d(2 * dim, dim, 1) if skip else None
         self.norm1 = LayerNorm2d(dim, elementwise_affine=not adaln)
-        self.mixer = GSPNMixer(dim, **mixer)
+        self.mixer = mixer
         self.norm2 = LayerNorm2d(dim, elementwise_affine=not adaln)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) if adaln else None
@@ -91,16 +96,22 @@ class GSPNDenoiser(nn.Module):
     num_classes: real classes; label `num_classes` is the null class (0 classes: unconditional).
     chunks: None (every block global), an int k (every block local in chunks of k) or one per block.
     ratio, d_state, compact, proxy_channels, kernel_size: the GSPN mixer's options.
+    mixer: "gspn", or "attention" with `heads` heads (the control; see the module docstring).
     """
 
     def __init__(self, hidden: int = 384, depth: int = 12, *, patch_size: int = 2, in_chans: int = 4,
                  out_chans: int | None = None, num_classes: int = 1000, conditioning: str = "adaln",
                  mlp_ratio: float = 4.0, chunks: int | None | Sequence[int | None] = None, ratio: float = 1.0,
                  d_state: int = 8, compact: bool = False, proxy_channels: int = 2, kernel_size: int = 3,
-                 long_skips: bool = True):
+                 long_skips: bool = True, mixer: str = "gspn", heads: int = 4):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"GSPNDenoiser: conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+        if mixer not in MIXERS:
+            raise ValueError(f"GSPNDenoiser: mixer must be one of {MIXERS}, got {mixer!r}")
+        if mixer == "attention" and hidden % 4:
+            raise ValueError(f"GSPNDenoiser: the attention control's position embedding needs hidden divisible "
+                             f"by 4, got {hidden}")
         if patch_size < 1 or depth < 1 or hidden < 1:
             raise ValueError(f"GSPNDenoiser: hidden, depth and patch_size must be positive, "
                              f"got {hidden}, {depth}, {patch_size}")
@@ -112,7 +123,14 @@ class GSPNDenoiser(nn.Module):
         self.out_chans = out_chans or in_chans
         self.num_classes = num_classes
         self.conditioning = conditioning
+        self.mixer_kind = mixer
         adaln = conditioning == "adaln"
+
+        def token_mixer(chunk: int | None) -> nn.Module:
+            if mixer == "attention":
+                return SelfAttention(hidden, heads)
+            return GSPNMixer(hidden, chunk=chunk, ratio=ratio, d_state=d_state, compact=compact,
+                             proxy_channels=proxy_channels, kernel_size=kernel_size)
 
         self.patch_embed = nn.Conv2d(in_chans, hidden, patch_size, stride=patch_size)
         self.time_embed = TimestepEmbedder(hidden)
@@ -121,9 +139,8 @@ class GSPNDenoiser(nn.Module):
         # depth leaves one middle block without a skip.
         self.num_skips = depth // 2 if long_skips else 0
         self.blocks = nn.ModuleList(
-            DenoiserBlock(hidden, adaln=adaln, skip=i >= depth - self.num_skips, mlp_ratio=mlp_ratio,
-                          chunk=block_chunks[i], ratio=ratio, d_state=d_state, compact=compact,
-                          proxy_channels=proxy_channels, kernel_size=kernel_size)
+            DenoiserBlock(hidden, token_mixer(block_chunks[i]), adaln=adaln, skip=i >= depth - self.num_skips,
+                          mlp_ratio=mlp_ratio)
             for i in range(depth))
         self.final = FinalLayer(hidden, patch_size, self.out_chans, adaln)
         self.reset_parameters()
@@ -166,6 +183,8 @@ class GSPNDenoiser(nn.Module):
         # Channels-last inside (the 1x1 convs and the channel LayerNorms read contiguous channel rows:
         # the CPU demo's training step is 13% shorter); the output is a contiguous (B, C, H, W) again.
         h = self.patch_embed(x).contiguous(memory_format=torch.channels_last)
+        if self.mixer_kind == "attention":
+            h = h + sincos_position_2d(*h.shape[1:]).to(h)
         if self.conditioning == "additive":
             h = h + c[..., None, None]
         skips = []

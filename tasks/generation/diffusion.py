@@ -1,7 +1,8 @@
 """Diffusion with diffusers' schedulers: the training noise schedule, the noise-prediction loss,
 classifier-free guidance, label dropout and the sampling loop. diffusers is imported on first use.
 
-Training uses DDPMScheduler (1000 steps, linear betas 1e-4..0.02: the ADM/DiT schedule). Sampling
+Training uses DDPMScheduler (1000 steps, linear betas 1e-4..0.02: the ADM/DiT schedule; or the cosine
+schedule, which gives small images more steps of moderate noise). Sampling
 builds DDPM, DDIM or DPM-Solver++ from the training scheduler's config, so both share the betas.
 """
 
@@ -12,6 +13,9 @@ from torch import Tensor, nn
 
 SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPMSolverMultistepScheduler"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+# diffusers' names: "linear" (betas 1e-4..0.02, ADM/DiT), "squaredcos_cap_v2" (the cosine schedule of
+# improved DDPM, Nichol & Dhariwal 2021).
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
 def training_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "linear",
@@ -20,6 +24,8 @@ def training_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "li
 
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if beta_schedule not in BETA_SCHEDULES:
+        raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=1e-4, beta_end=0.02,
                          beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False)
 

@@ -319,3 +319,25 @@ def test_image_folder_through_the_command_scales_the_learning_rate(tmp_path):
     cli = cli_main(["fit", "--config", write_config(tmp_path / "folders.yaml", config)])
     assert cli.model.hparams.num_classes == 2
     assert cli.trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(1e-3 * 4 / 16)
+
+
+class RecordRawWeights(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.raw = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_a_run_that_ends_between_validations_keeps_its_last_steps(tmp_path):
+    """max_steps 3 with validations every 2 steps: last.ckpt holds step 3, the EMA average as its
+    state_dict and the raw weights after step 3 (what a resumed run continues from) beside it."""
+    settings = tiny_config(tmp_path / "run", max_epochs=None, max_steps=3, val_check_interval=2,
+                           check_val_every_n_epoch=None, callbacks=[{"class_path": f"{__name__}.RecordRawWeights"}])
+    settings["model"]["init_args"].update(lr=1e-2, ema_decay=0.5)
+    cli = cli_main(["fit", "--config", write_config(tmp_path / "three.yaml", settings)])
+    recorder = next(c for c in cli.trainer.callbacks if isinstance(c, RecordRawWeights))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 3
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert not torch.equal(averaged["model.head.fc.weight"], raw["model.head.fc.weight"])
+    for key in raw:
+        assert torch.equal(raw[key], recorder.raw[key]), key
+        assert torch.equal(averaged[key], cli.model.state_dict()[key]), key  # the model ends as the average

@@ -75,3 +75,23 @@ def test_bad_inputs_are_clear_errors():
         GSPNDenoiser(16, 2, conditioning="cross")
     with pytest.raises(ValueError, match="one entry per block"):
         GSPNDenoiser(16, 2, chunks=[2])
+    with pytest.raises(ValueError, match="mixer must be one of"):
+        GSPNDenoiser(16, 2, mixer="conv")
+    with pytest.raises(ValueError, match="hidden divisible by 4"):
+        GSPNDenoiser(18, 2, mixer="attention", heads=2)
+
+
+def test_the_attention_control_places_tokens_by_position_and_runs_at_any_size():
+    torch.manual_seed(0)
+    model = create_model("gspn_denoiser_nano2", hidden=16, depth=2, mixer="attention", heads=2)
+    assert all(type(block.mixer).__name__ == "SelfAttention" for block in model.blocks)
+    for p in model.parameters():
+        if p.abs().sum() == 0 and p.ndim > 1:
+            torch.nn.init.normal_(p, std=0.1)
+    t, y = torch.tensor([10]), torch.tensor([1])
+    # A constant input: without the position embedding every token would get the same output.
+    out = model(torch.ones(1, 3, 8, 12), t, y)
+    assert out.shape == (1, 3, 8, 12)
+    patches = out.unfold(2, 2, 2).unfold(3, 2, 2)
+    assert not torch.allclose(patches[..., 0, 0, :, :], patches[..., 1, 3, :, :])
+    assert model(torch.randn(1, 3, 16, 6), t, y).shape == (1, 3, 16, 6)

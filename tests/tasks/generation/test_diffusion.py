@@ -27,11 +27,12 @@ class Oracle(nn.Module):
         return (x - abar.sqrt() * self.x0) / (1 - abar).sqrt()
 
 
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
 @pytest.mark.parametrize("sampler, steps", [("ddim", 20), ("dpm_solver", 20), ("ddpm", 50)])
-def test_an_oracle_denoiser_recovers_the_clean_input(sampler, steps):
+def test_an_oracle_denoiser_recovers_the_clean_input(sampler, steps, beta_schedule):
     torch.manual_seed(0)
     x0 = torch.rand(2, 3, 8, 8) * 2 - 1
-    training = training_scheduler()
+    training = training_scheduler(beta_schedule=beta_schedule)
     scheduler = sampling_scheduler(training, sampler)
     result = sample(Oracle(x0, training), scheduler, torch.randn_like(x0), torch.tensor([0, 1]), steps=steps,
                     generator=torch.Generator().manual_seed(0))

@@ -151,6 +151,7 @@ def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp
     ({"data": {"init_args": {"image_size": 18}}}, "image_size 18 is not a multiple of 4"),
     ({"model": {"init_args": {"autoencoder": "/nonexistent/vae"}}}, "is not a folder holding an AutoencoderKL"),
     ({"model": {"init_args": {"sampler": "euler"}}}, "sampler must be one of"),
+    ({"model": {"init_args": {"beta_schedule": "cosine"}}}, "beta_schedule must be one of"),
     ({"model": {"init_args": {"snr_gamma": 0.0}}}, "snr_gamma must be positive"),
     ({"model": {"init_args": {"snr_floor": 0.0}}}, "snr_floor must be positive and at most snr_gamma"),
     ({"model": {"init_args": {"snr_floor": 6.0}}}, "snr_floor must be positive and at most snr_gamma (5.0)"),
@@ -160,3 +161,15 @@ def test_bad_settings_are_clear_errors_before_training(override, message, config
     with pytest.raises((SystemExit, ValueError)) as error:  # image_size is checked when the data module is known
         cli_main(["fit", "--config", config_file, "--config", bad])
     assert message in capsys.readouterr().err + str(error.value)
+
+
+def test_the_attention_control_composes_over_the_demo_and_trains(tmp_path):
+    configs = REPO / "tasks" / "generation" / "configs"
+    cli = cli_main(["fit", "--config", str(configs / "demo.yaml"), "--config", str(configs / "demo_attention.yaml"),
+                    "--config", str(REPO / "configs" / "trainer" / "debug.yaml"),
+                    "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_train", "64",
+                    "--data.init_args.num_val", "16"])
+    assert cli.trainer.global_step == 1
+    hp = cli.model.hparams
+    assert hp.denoiser_args["mixer"] == "attention" and hp.beta_schedule == "squaredcos_cap_v2"
+    assert all(type(block.mixer).__name__ == "SelfAttention" for block in cli.model.model.blocks)
