@@ -11,7 +11,7 @@ from gspn.models import create_model
 
 from ..base import BaseTask
 from ..images import list_images, read_image
-from .diffusion import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, diffusion_loss, drop_labels, sample, sampling_scheduler, \
+from .diffusion import PREDICTION_TYPES, SAMPLERS, diffusion_loss, drop_labels, sample, sampling_scheduler, \
     training_scheduler
 
 
@@ -92,8 +92,6 @@ class GenerationTask(BaseTask):
             raise ValueError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
         if hp.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
-        if hp.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"{name}: beta_schedule must be one of {BETA_SCHEDULES}, got {hp.beta_schedule!r}")
         if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
             raise ValueError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
                              f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
