@@ -150,9 +150,8 @@ def print_plan() -> None:
           f"{device.name} ({device.sms} SMs, copy bandwidth {device.copy_bandwidth / 1e12:.1f} TB/s, "
           f"DRAM latency {device.latency * 1e9:.0f} ns; see gspn/ops/launch_plan.py and docs/cuda.md). "
           "No GPU measurement exists yet.")
-    print("bound: the least time any kernel could take on the same model (the copy floor, or one DRAM latency "
-          "plus L of the cheapest possible scan steps); 'exchange/step': the same for kernels that exchange "
-          "neighbour values every step, as these do.")
+    print("bound: the least time any kernel could take on the same model (one DRAM latency, then the copy floor "
+          "or L of the cheapest possible scan steps, whichever is longer).")
     print_table(launch_plan.table())
 
 

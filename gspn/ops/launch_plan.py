@@ -16,16 +16,19 @@ tests check that both agree on many shapes), so the plans here are the kernels' 
   dependent multiply-add, or the SM's issue rate where many scanning warps share it; per tile three
   barriers and each thread's share of the conversions, outputs and weight gradients (CYCLES_*
   below). Split mode (one scanning warp, helper warps for the tile work): per tile the longer of the
-  scanning warp's steps and the helpers' work on the neighbouring tiles, plus one barrier; the first
-  tile's conversion and the last tile's drain on top (split_cycles). A ring overlaps the loads with
+  scanning warp's pairs of lines (the chain of one exchange between lanes per pair, or its
+  instructions, which the warp issues alone on its scheduler) and the helpers' work on the
+  neighbouring tiles, plus one barrier; the first tile's conversion and the last tile's drain on top
+  (split_cycles). A ring overlaps the loads with
   all of it (time = max(memory, compute)); without a ring they overlap only when two blocks share an
   SM. Each wave of blocks also waits one LATENCY for its
   first tile with nothing to overlap. Not charged: launch overhead, DRAM read/write turnaround,
   tail effects of the last wave, weights re-read by each channel tile, the workspace traffic.
 
-`bound` is the least time any kernel could take on the same model (the copy floor, or one LATENCY
-plus L of the cheapest possible scan steps, `cheapest_step_cycles`): where its share of copy
-bandwidth is below a target, no kernel reaches that target on this model.
+`bound` is the least time any kernel could take on the same model: one LATENCY before the first
+bytes arrive, then the copy floor (all the bytes at COPY_BANDWIDTH) or L of the cheapest possible
+scan steps (`cheapest_step_cycles`), whichever is longer. Where its share of copy bandwidth is below
+a target, no kernel reaches that target on this model.
 
 Every constant is an assumption stated here; no GPU measurement exists yet.
 """
@@ -62,10 +65,11 @@ WARP_CROSS = 64  # warp mode up to this cross length
 WARP_CHANNEL_TILE = MAX_THREADS // 32
 TILE_SHARE = 8  # grids of at most one block per SM: rows are added until each thread has this many tile elements
 # Split mode (forward_split_kernel, backward_split_kernel): one scanning warp, four positions a lane,
-# helper warps for the tile work.
+# helper warps for the tile work; the warps on the scanning warp's scheduler (every fourth) stay idle.
 SPLIT_MIN_CROSS, SPLIT_CROSS = 33, 128  # cross axes longer than one warp's lanes, up to four positions a lane
 SPLIT_TILE = 16
-SPLIT_PITCH = SPLIT_CROSS + 4  # floats per working line
+SPLIT_LEAD = 4  # zero positions before each working line
+SPLIT_PITCH = SPLIT_LEAD + SPLIT_CROSS + 4  # floats per working line
 SPLIT_ROWS = MAX_THREADS // 32
 SPLIT_STAGES = {False: 3, True: 2}  # tiles of copies the helpers keep ahead: forward, backward
 # Register staging of plans without a ring: values (floats; doubles count twice) each thread loads
@@ -75,7 +79,7 @@ FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 # Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input
 # types); the forward is bounded to 64 (two blocks of 512 threads per SM; float64: 128), the backward to 128.
 REGISTERS = {(False, 4): 63, (False, 8): 80, (True, 4): 128, (True, 8): 126}
-REGISTERS_SPLIT = {False: 56, True: 89}  # split-mode kernels (sm_90, the most over the input types)
+REGISTERS_SPLIT = {False: 62, True: 94}  # split-mode kernels (sm_90, the most over the input types)
 
 
 def loads_in_flight(plan: "Plan") -> int:
@@ -103,10 +107,17 @@ CYCLES_SHUFFLE = 28  # a lane's value reaching its neighbour lane (the two shuff
 # terms are summed while the shuffles fly).
 CYCLES_WARP_STEP = CYCLES_SHUFFLE + CYCLES_FMA
 INSTRUCTIONS_WARP_STEP = 24  # warp mode: instructions of one step of one warp (two positions a lane)
-# Split mode: one step of the scanning warp, four positions a lane: four 16-byte shared loads, 12
-# multiply-adds, two shuffles, one 16-byte store and the loop's share (the PTX of both kernels' unrolled
-# scan loops: 20-21 instructions a step besides register moves).
-INSTRUCTIONS_SPLIT_STEP = 21
+# Split mode: the scanning warp computes two lines per exchange between lanes (four positions a lane
+# and one halo position each side on the first line, see first_line in the kernels). Chain of a pair:
+# the shuffles, the multiply-add that takes the neighbour's value into the halo position, the one
+# that takes the halo into the second line. Instructions of a pair, from the sm_90 SASS of the
+# unrolled whole-tile loops (8 pairs: 411 instructions forward, 423 backward): 30 multiply-adds, about
+# 16 shared loads (8 of them 16-byte), 4 shuffles, 2 16-byte stores. A line alone (the odd last line
+# of a tile): 18 multiply-adds, 12 loads, 4 shuffles, 1 store, and in the backward the 9 loads of the
+# next line's weights.
+CYCLES_SPLIT_PAIR = CYCLES_SHUFFLE + 2 * CYCLES_FMA
+INSTRUCTIONS_SPLIT_PAIR = 53
+INSTRUCTIONS_SPLIT_LINE = 44
 ISSUE_PER_CYCLE = 4  # warp instructions an SM issues per cycle (four schedulers)
 CYCLES_PER_TILE_ELEMENT = 4  # per thread: one element of a tile converted, written or reduced
 
@@ -157,10 +168,10 @@ def shared_bytes(N, cross_contiguous, kt, tile, backward, ring, acc, element):
 
 
 def split_shared_bytes(N, cross_contiguous, tile, backward, element):
-    """Split mode. Backward: three slots of d and h, two of the weights (float), two stages of dh, h,
-    a, b, c and two of lam, x (input type). Forward: three slots of lam * x, two of the weights (float),
-    SPLIT_STAGES stages of lam, x, a, b, c (input type)."""
-    floats = (12 if backward else 9) * SPLIT_TILE * SPLIT_PITCH
+    """Split mode. Backward: two slots of dh, two of d, three of h, two of the weights (float), two
+    stages of dh, h, a, b, c and two of lam, x (input type). Forward: two slots of lam * x, two of h,
+    two of the weights (float), SPLIT_STAGES stages of lam, x, a, b, c (input type)."""
+    floats = (13 if backward else 10) * SPLIT_TILE * SPLIT_PITCH
     stages = 2 * 5 + 2 * 2 if backward else SPLIT_STAGES[False] * 5
     return floats * 4 + stages * _stage_plane(N, tile, cross_contiguous, 2 if element == 2 else 1) * element
 
@@ -302,16 +313,14 @@ def model(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direct
 
 def split_cycles(plan: Plan) -> int:
     """Split mode: cycles of one block. Warp 0 scans tile p while the helper warps convert tile p + 1
-    (forward: lam * x and the three weights; backward: dh, h and the three weights; zeros past the
+    (forward: lam * x and the three weights; backward: dh, h and the three weights; zeros around the
     cross axis) and drain tile p - 1 (forward: h; backward: dx, dlam and the three weight-gradient
     sums); then one barrier. The first tile's conversion and the last tile's drain have nothing to
-    overlap. A scan step: the 32-cycle chain of a warp-mode step (one warp, one instruction a cycle:
-    INSTRUCTIONS_SPLIT_STEP fit in it). Warp 0 shares its scheduler with a quarter of the other warps:
-    a tile also takes at least warp 0's instructions plus their share of the helpers' (one warp
-    instruction per tile element, the rate CYCLES_PER_TILE_ELEMENT gives a block of 16 warps)."""
-    helpers = plan.threads - 32
-    warps = plan.threads // 32
-    beside = (warps // ISSUE_PER_CYCLE - 1) / (warps - 1)  # share of the helper warps on warp 0's scheduler
+    overlap. Warp 0 computes two lines per exchange between lanes: a pair takes the longer of its
+    chain and its instructions (one a cycle: warp 0 has its scheduler to itself, the other warps on
+    it stay idle); an odd last line, those of a warp-mode step and of a line alone."""
+    others = plan.threads // 32 - 1
+    helpers = 32 * (others - others // ISSUE_PER_CYCLE)  # every fourth warp, on warp 0's scheduler, is idle
     steps = [min(plan.tile, plan.L - t0) for t0 in range(0, plan.L, plan.tile)]
     converted, drained = (5, 8) if plan.backward else (4, 1)  # per tile element
 
@@ -324,17 +333,19 @@ def split_cycles(plan: Plan) -> int:
     def helper_cycles(ops):
         return -(-ops // helpers) * CYCLES_PER_TILE_ELEMENT
 
-    step = max(CYCLES_WARP_STEP, INSTRUCTIONS_SPLIT_STEP)
+    def scan_cycles(n):
+        return (n // 2 * max(CYCLES_SPLIT_PAIR, INSTRUCTIONS_SPLIT_PAIR)
+                + n % 2 * max(CYCLES_WARP_STEP, INSTRUCTIONS_SPLIT_LINE))
+
     order = steps[::-1] if plan.backward else steps  # the backward scans the last tile first
     cycles = helper_cycles(convert_ops(order[0])) + CYCLES_BARRIER
     for p, n in enumerate(order):
         ops = (convert_ops(order[p + 1]) if p + 1 < len(order) else 0) + (drain_ops(order[p - 1]) if p else 0)
-        issue = n * INSTRUCTIONS_SPLIT_STEP + beside * ops / 32
-        cycles += max(n * step, helper_cycles(ops), issue) + CYCLES_BARRIER
+        cycles += max(scan_cycles(n), helper_cycles(ops)) + CYCLES_BARRIER
     return cycles + helper_cycles(drain_ops(order[-1])) + CYCLES_BARRIER
 
 
-def cheapest_step_cycles(N: int, exchange_period: int | None = None) -> float:
+def cheapest_step_cycles(N: int) -> float:
     """Cycles per step that no step-by-step scan of a line of N positions can beat on this model.
 
     A new value is x + a * left + b * self + c * right of the previous line: a multiply-add takes one
@@ -343,30 +354,27 @@ def cheapest_step_cycles(N: int, exchange_period: int | None = None) -> float:
     exchange every T steps (halos of T positions, recomputed) costs CYCLES_SHUFFLE then at least one
     multiply-add, and each lane issues 3 multiply-adds per position it computes, at least T positions
     a step on average over the T steps. One lane owning the line exchanges nothing but issues 3 N.
-    `exchange_period`: only kernels that exchange every so many steps (1: every step, as both step
-    modes of these kernels do); None: the cheapest of all.
     """
     if N == 1:
         return CYCLES_FMA  # no neighbours: x + b * self
-    options = [] if exchange_period else [max(2 * CYCLES_FMA, 3 * N)]
-    for T in [exchange_period] if exchange_period else range(1, N):
+    options = [max(2 * CYCLES_FMA, 3 * N)]
+    for T in range(1, N):
         chain = (CYCLES_SHUFFLE + CYCLES_FMA + (T - 1) * 2 * CYCLES_FMA) / T
         options.append(max(chain, 3 * T))
     return min(options)
 
 
-def bound(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direction="lr",
-          exchange_period: int | None = None) -> dict:
-    """The shortest time any kernel could take on this model (a model, not a measurement): the copy
-    floor, or the first tile's DRAM latency plus L of the cheapest steps, whichever is longer; and
-    the share of copy bandwidth that implies. Nothing else is charged (no tile work, no barriers, no
-    occupancy limit), so no plan's modelled time is below it. `exchange_period`: see
-    cheapest_step_cycles."""
+def bound(shape, groups, dtype: torch.dtype, backward: bool, device=H100, direction="lr") -> dict:
+    """The shortest time any kernel could take on this model (a model, not a measurement): one DRAM
+    latency before the first bytes arrive, then the copy floor (all the bytes at copy bandwidth) or L
+    of the cheapest steps, whichever is longer; and the share of copy bandwidth that implies. Nothing
+    else is charged (no tile work, no barriers, no occupancy limit), so no plan's modelled time is
+    below it."""
     B, C, H, W = shape
     L, N = (W, H) if direction in ("lr", "rl") else (H, W)
     floor = minimal_bytes(B, C, groups, H, W, element_size(dtype), backward) / device.copy_bandwidth
-    chain = device.latency + L * cheapest_step_cycles(N, exchange_period) / device.clock
-    time = max(floor, chain)
+    chain = L * cheapest_step_cycles(N) / device.clock
+    time = device.latency + max(floor, chain)
     return {"time": time, "floor": floor, "chain": chain, "share": floor / time}
 
 
@@ -389,13 +397,11 @@ def table(shapes=TABLE_SHAPES, dtypes=(torch.float32, torch.bfloat16), device=H1
                         continue
                     steps = ("split" if p.split else "warp" if p.warp else "block") + ("+ring" if p.ring else "")
                     least = bound(shape, groups, dtype, backward, device)
-                    per_step = bound(shape, groups, dtype, backward, device, exchange_period=1)
                     rows.append({**row, "blocks": p.blocks, "threads": p.threads, "smem KB": f"{p.smem / 1024:.1f}",
                                  "ch x steps": f"{p.kt}x{p.tile}", "mode": steps, "blocks/SM": m["blocks/SM"],
                                  "limited by": m["limiter"], "MB min": f"{m['bytes'] / 1e6:.1f}",
                                  "KB in flight/SM": f"{m['in flight/SM'] / 1024:.1f}",
                                  "floor us": f"{m['floor'] * 1e6:.2f}", "model us": f"{m['time'] * 1e6:.2f}",
                                  "model %copy": f"{100 * m['share']:.0f}", "bound us": f"{least['time'] * 1e6:.2f}",
-                                 "bound %copy": f"{100 * least['share']:.0f}",
-                                 "bound %, exchange/step": f"{100 * per_step['share']:.0f}"})
+                                 "bound %copy": f"{100 * least['share']:.0f}"})
     return rows

@@ -1,10 +1,13 @@
-"""The CUDA kernels compile with nvcc without warnings or register spills; needs nvcc, no GPU, no CUDA torch."""
+"""The CUDA kernels compile with nvcc without warnings or register spills, and use the registers the
+launch-plan model assumes; needs nvcc, no GPU, no CUDA torch."""
 
+import re
 import shutil
 import subprocess
 
 import pytest
 
+from gspn.ops import launch_plan
 from gspn.ops.build import source_dir
 
 NVCC = shutil.which("nvcc")
@@ -22,3 +25,35 @@ def test_kernels_compile_cleanly(arch, flags, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert not result.stderr.strip(), result.stderr
+
+
+def ptxas_registers(tmp_path) -> dict[str, int]:
+    """Registers per thread of every kernel (mangled name) in an sm_90 build with torch's flags."""
+    cmd = [NVCC, "-c", "-arch=sm_90", "-std=c++20", "-O3", *TORCH_DEFINES, "-Xptxas", "-v",
+           "-o", str(tmp_path / "kernels.o"), str(source_dir() / "cuda" / "propagate_kernels.cu")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    found = re.findall(r"Compiling entry function '(\w+)'.*?Used (\d+) registers", result.stderr, re.S)
+    return {name: int(count) for name, count in found}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+def test_model_registers_are_the_kernels(tmp_path):
+    """launch_plan's register counts (they limit blocks per SM in the model) are ptxas's, the most
+    over the input types: the mangled names start with the kernel's name and end with its input type
+    (f, d, 6__half, 13__nv_bfloat16)."""
+    registers = ptxas_registers(tmp_path)
+
+    def most(kernel, types):
+        counts = [count for name, count in registers.items()
+                  if re.search(rf"\d{kernel}I(?:{'|'.join(types)})E", name)]
+        assert len(counts) == len(types), f"{kernel} over {types}: {sorted(registers)}"
+        return max(counts)
+
+    narrow = ["f", "6__half", "13__nv_bfloat16"]  # float accumulation: 4-byte acc
+    assert most("forward_kernel", narrow) == launch_plan.REGISTERS[False, 4]
+    assert most("forward_kernel", ["d"]) == launch_plan.REGISTERS[False, 8]
+    assert most("backward_kernel", narrow) == launch_plan.REGISTERS[True, 4]
+    assert most("backward_kernel", ["d"]) == launch_plan.REGISTERS[True, 8]
+    assert most("forward_split_kernel", narrow) == launch_plan.REGISTERS_SPLIT[False]
+    assert most("backward_split_kernel", narrow) == launch_plan.REGISTERS_SPLIT[True]

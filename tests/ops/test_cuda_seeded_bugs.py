@@ -87,6 +87,19 @@ MUTATIONS = {
         "      __pipeline_wait_prior(3);  // this thread's copies of lam and x of tile p - 1\n",
         "      __pipeline_wait_prior(4);\n",
         SPLIT_CASE),
+    # Split mode's scan: two lines per exchange between lanes, with a halo position each side.
+    "halo from the wrong neighbour in the split scan": (
+        "  left += w.left[0] * l2;\n",
+        "  left += w.left[0] * r2;\n",
+        SPLIT_CASE),
+    "second line of a pair with the wrong weights (split backward)": (
+        "dn = second_line(il - kSplitPitch, load_weights(wl, -kSplitPlane), m, left, right);",
+        "dn = second_line(il - kSplitPitch, load_weights(wl - kSplitPitch, -kSplitPlane), m, left, right);",
+        SPLIT_CASE),
+    "zeros before the cross axis never written (split mode)": (
+        "return k < kSplitLead ? k : N + k;",
+        "return k < kSplitLead ? N + kSplitLead : N + k;",
+        SPLIT_CASE),
     "staging slots owned by the span's own split (split backward)": (
         "  per_run = sl.pitch / granule;\n",
         "  per_run = sp.granules;\n",
