@@ -771,6 +771,19 @@ __device__ __forceinline__ Quad second_line(const float* in, const Weights& w, c
   return n;
 }
 
+// Split mode: the scan of one tile of `steps` lines, `pair` for each two (unrolled for a whole tile:
+// no test between the pairs), then `single` for an odd line left.
+template <typename Pair, typename Single>
+__device__ __forceinline__ void scan_tile(int steps, Pair pair, Single single) {
+  if (steps == kSplitTile) {
+#pragma unroll
+    for (int k = 0; k < kSplitTile / 2; ++k) pair();
+  } else {
+    for (int k = 0; k < steps / 2; ++k) pair();
+  }
+  if (steps % 2) single();
+}
+
 // Split mode: this thread's helper index (0 .. split_helpers() - 1), or -1 in warp 0 and the idle
 // warps (every fourth).
 __device__ __forceinline__ int split_helper() {
@@ -977,18 +990,12 @@ backward_split_kernel(const T* __restrict__ dh, const T* __restrict__ x, const T
       dl -= 2 * kSplitPitch;
       wl -= 2 * kSplitPitch;
     };
-    if (steps == kSplitTile) {  // a whole tile: unrolled, no test between the pairs
-#pragma unroll
-      for (int k = 0; k < kSplitTile / 2; ++k) two_lines();
-    } else {
-      for (int k = 0; k < steps / 2; ++k) two_lines();
-    }
-    if (steps % 2) {  // an odd line left: line 0 alone
+    scan_tile(steps, two_lines, [&] {  // line 0 alone
       float left, right;
       dn = first_line(il, wn, dn, left, right);
       store_quad(dl, dn);
       wn = load_window(wl, -kSplitPlane);
-    }
+    });
   };
 
   if (hid >= 0) {  // commit groups follow one pattern: A(p + 1), B(p - 1), A(p + 2), B(p) before tile p
@@ -1099,17 +1106,11 @@ forward_split_kernel(const T* __restrict__ x, const T* __restrict__ lam, const T
       hl += 2 * kSplitPitch;
       wl += 2 * kSplitPitch;
     };
-    if (steps == kSplitTile) {  // a whole tile: unrolled, no test between the pairs
-#pragma unroll
-      for (int k = 0; k < kSplitTile / 2; ++k) two_lines();
-    } else {
-      for (int k = 0; k < steps / 2; ++k) two_lines();
-    }
-    if (steps % 2) {  // an odd line left
+    scan_tile(steps, two_lines, [&] {
       float left, right;
       hn = first_line(vl, load_window(wl, kSplitPlane), hn, left, right);
       store_quad(hl, hn);
-    }
+    });
   };
 
   if (hid >= 0)  // commit groups: A(p + 1) .. A(p + kSplitForwardStages) outstanding before tile p
