@@ -7,7 +7,29 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gspn.errors import CheckpointError
+
 log = logging.getLogger(__name__)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint or weights file, read with `weights_only=True` (no code is
+    unpickled). A missing, empty or truncated file is a CheckpointError naming the file and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes); it was not written to the end")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "zip" in cause.lower() or isinstance(error, EOFError):
+            cause = f"truncated or not a PyTorch checkpoint ({cause})"
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {cause}") from error
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint or state dict, found a {type(content).__name__}")
+    return content
 
 
 @dataclass
@@ -57,8 +79,8 @@ def find_prefix(keys: list[str], model_keys: set[str]) -> str:
     return min(votes, key=lambda p: (-votes[p], len(p))) if votes else ""
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False, prefix: str | None = None,
-                    weights_only: bool = True) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
+                    prefix: str | None = None) -> LoadReport:
     """Load weights from `path` into `model` and report missing, unexpected and mismatched keys.
 
     Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
@@ -66,7 +88,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
     count as unexpected. Tensors whose shape differs from the model's are skipped and reported. With
     `strict`, any of the three raises a RuntimeError after nothing has been loaded.
     """
-    state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=weights_only))
+    state = extract_state_dict(read_checkpoint(path))
     own = model.state_dict()
     if prefix is None:
         prefix = find_prefix(list(state), set(own))
