@@ -4,20 +4,22 @@ Everything is measured side by side in one run (variants interleaved, the median
 the ratios hold on a busy machine even where the absolute times do not:
 
 1. Layers of equal width (96, batch 2) at 14^2 ... 160^2 tokens: the GSPN-1 mixer (per-channel) and
-   the GSPN-2 mixer (compact), each through the fused op and through the per-direction path (what the
-   mixer ran before the fused op), SDPA attention (qkv, 3 heads, proj) and a depthwise 7x7 conv.
+   the GSPN-2 mixer (compact), each with the op's default backend (the fused kernel) and with its
+   reference backend (the pure-PyTorch definition, the fallback without a compiler), SDPA attention
+   (qkv, 3 heads, proj) and a depthwise 7x7 conv.
    Forward and forward + backward in ms, the peak memory of a forward + backward over the memory
    before it, the bytes saved for backward (unique storages handed to autograd, parameters and the
    input excepted) and, for the fused GSPN-1 mixer, the share of the step spent in the op itself.
 2. gspn_t and gspn2_t training steps (forward, cross-entropy, backward) at 224 x 224, batch 8:
-   images per second and peak memory per step, fused and per-direction.
-3. The profile of one gspn_t training step, by kind of work, fused and per-direction.
+   images per second and peak memory per step, fused kernel and reference backend.
+3. The profile of one gspn_t training step, by kind of work, fused kernel and reference backend.
 
 Peak memory is the process' peak resident set (VmHWM, reset through /proc/self/clear_refs) over its
 resident set before the step, the heap trimmed first (malloc_trim), so this follows the tensors.
 """
 
 import argparse
+import copy
 import ctypes
 import gc
 import statistics
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gspn.nn import GSPNMixer, SelfAttention, use_fused_mixers
+from gspn.nn import GSPNMixer, SelfAttention, configure_mixers
 
 WIDTH, BATCH, HEADS = 96, 2, 3
 SIZES = (14, 28, 56, 112, 160)
@@ -40,12 +42,9 @@ MODEL_BATCH, MODEL_SIZE = 8, 224
 def layers(width: int) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     gspn1, gspn2 = GSPNMixer(width), GSPNMixer(width, compact=True)
-    old1, old2 = GSPNMixer(width), GSPNMixer(width, compact=True)
-    old1.load_state_dict(gspn1.state_dict())
-    old2.load_state_dict(gspn2.state_dict())
-    old1.fused = old2.fused = False
-    return {"GSPN-1 mixer, fused": gspn1, "GSPN-1 mixer, per-direction": old1,
-            "GSPN-2 mixer, fused": gspn2, "GSPN-2 mixer, per-direction": old2,
+    reference1, reference2 = (configure_mixers(copy.deepcopy(m), backend="reference") for m in (gspn1, gspn2))
+    return {"GSPN-1 mixer, fused": gspn1, "GSPN-1 mixer, reference": reference1,
+            "GSPN-2 mixer, fused": gspn2, "GSPN-2 mixer, reference": reference2,
             f"attention (SDPA, {HEADS} heads)": SelfAttention(width, HEADS),
             "depthwise conv 7x7": nn.Conv2d(width, width, 7, padding=3, groups=width)}
 
@@ -165,9 +164,9 @@ def layer_table(sizes, repeats: int, budget_s: float) -> None:
             x.grad = None
         attention = both[f"attention (SDPA, {HEADS} heads)"]
         print(f"{size}^2: fwd+bwd vs attention: GSPN-1 fused {attention / both['GSPN-1 mixer, fused']:.2f}x faster, "
-              f"GSPN-2 fused {attention / both['GSPN-2 mixer, fused']:.2f}x; fused vs per-direction: GSPN-1 "
-              f"{both['GSPN-1 mixer, per-direction'] / both['GSPN-1 mixer, fused']:.2f}x, GSPN-2 "
-              f"{both['GSPN-2 mixer, per-direction'] / both['GSPN-2 mixer, fused']:.2f}x", flush=True)
+              f"GSPN-2 fused {attention / both['GSPN-2 mixer, fused']:.2f}x; fused vs reference: GSPN-1 "
+              f"{both['GSPN-1 mixer, reference'] / both['GSPN-1 mixer, fused']:.2f}x, GSPN-2 "
+              f"{both['GSPN-2 mixer, reference'] / both['GSPN-2 mixer, fused']:.2f}x", flush=True)
     print_table(f"Layers of width {WIDTH}, batch {BATCH}, {torch.get_num_threads()} threads (median times)", rows)
 
 
@@ -191,18 +190,16 @@ def model_table(names, batch: int, size: int, repeats: int, budget_s: float) -> 
     for name in names:
         torch.manual_seed(0)
         fused = create_model(name).train()
-        old = create_model(name).train()
-        old.load_state_dict(fused.state_dict())
-        use_fused_mixers(old, False)
+        reference = configure_mixers(copy.deepcopy(fused), backend="reference")
         variants = {f"{name}, fused": model_step(fused, images, labels),
-                    f"{name}, per-direction": model_step(old, images, labels)}
+                    f"{name}, reference": model_step(reference, images, labels)}
         steps.update(variants)
         times = interleaved(variants, repeats, budget_s)
         for variant, fn in variants.items():
             rows.append({"model": variant, "step s": f"{times[variant]:.2f}",
                          "images/s": f"{batch / times[variant]:.2f}", "peak MB per step": _mb(peak_bytes(fn))})
-        print(f"{name}: fused {times[f'{name}, per-direction'] / times[f'{name}, fused']:.2f}x the per-direction "
-              "throughput", flush=True)
+        print(f"{name}: fused {times[f'{name}, reference'] / times[f'{name}, fused']:.2f}x the reference "
+              "backend's throughput", flush=True)
     print_table(f"Training steps (forward, cross-entropy, backward) at {size} x {size}, batch {batch}", rows)
     return steps
 

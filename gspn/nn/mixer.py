@@ -5,44 +5,28 @@ directions -> learned merge -> LayerNorm -> GRN -> out_proj. Two ways to make th
 `ChannelPropagation` (GSPN-1, per-channel) and `CompactPropagation` (GSPN-2, shared affinity).
 Every tensor stays in the input's frame: no flipped or transposed copies.
 
-Two equal paths (docs/mixer.md): the fused one (default) hands the projections' outputs to the op
-`gspn.ops.mixer_propagate`, which normalises, scans, gates, skips and merges the four directions in
-one go (GSPN-1 even applies the low-rank `up` projection inside, so its 24C-channel output is never
-stored); the per-direction one (`fused = False`) is the composition of `propagate` calls below,
-kept as the definition the fused path is tested against.
+The propagation hands the projections' outputs to the op `gspn.ops.mixer_propagate` (docs/mixer.md),
+which normalises, scans, gates, skips and merges the four directions in one go (GSPN-1 even applies
+the low-rank `up` projection inside, so its 24C-channel output is never stored). The op's
+"reference" backend is its definition (gspn/ops/mixer_reference.py).
 """
 
 import torch
 from torch import Tensor, nn
 
-from ..ops import mixer_propagate, propagate
+from ..ops import DIRECTIONS, mixer_propagate
 from .norms import GRN, LayerNorm2d
-from .normalize import stochastic_normalize
-
-DIRECTIONS = ("lr", "rl", "tb", "bt")
-CROSS_DIM = {"lr": 2, "rl": 2, "tb": 3, "bt": 3}  # rows are the cross axis of a horizontal scan
 
 
-def scan_directions(x: Tensor, lam: Tensor, a: Tensor, b: Tensor, c: Tensor, u: Tensor,
-                    chunk: int | None = None) -> Tensor:
-    """u * h for each direction, stacked in DIRECTIONS order: (B, 4, C, H, W) in x's frame.
+class Propagation(nn.Module):
+    """What both kinds of propagation hand the op besides the tensors (set them with `configure_mixers`)."""
 
-    x: (B, C, H, W). lam, u: (B, 4, C, H, W). a, b, c: (B, 4, G, H, W) weight logits, G dividing C,
-    normalised here along each direction's cross axis. The op runs in x's dtype (bf16 under autocast)
-    and accumulates in float32.
-    """
-    out = []
-    for k, direction in enumerate(DIRECTIONS):
-        weights = stochastic_normalize(a[:, k], b[:, k], c[:, k], cross_dim=CROSS_DIM[direction])
-        h = propagate(x, lam[:, k].to(x.dtype), *(w.to(x.dtype) for w in weights), direction=direction, chunk=chunk)
-        out.append(u[:, k] * h)
-    return torch.stack(out, dim=1)
+    save_states = False  # the op keeps the hidden states for its backward instead of recomputing them
+    backend: str | None = None  # the op's backend; None picks the fastest usable (gspn.ops.backends)
 
 
-class ChannelPropagation(nn.Module):
+class ChannelPropagation(Propagation):
     """GSPN-1: per-channel weight logits, lam, u and a skip d for every direction, from a low-rank proxy."""
-
-    save_states = False  # the fused op keeps the hidden states for its backward instead of recomputing them
 
     def __init__(self, channels: int, d_state: int, chunk: int | None):
         super().__init__()
@@ -50,27 +34,19 @@ class ChannelPropagation(nn.Module):
         self.down = nn.Conv2d(channels, d_state, 1, bias=False)
         self.up = nn.Conv2d(d_state, len(DIRECTIONS) * 6 * channels, 1, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The per-direction path: (B, 4, C, H, W), one map per direction before the merge."""
-        B, C, H, W = x.shape
-        a, b, c, lam, u, d = self.up(self.down(x)).view(B, len(DIRECTIONS), 6, C, H, W).unbind(2)
-        return scan_directions(x, lam, a, b, c, u, self.chunk) + d * x.unsqueeze(1)
-
-    def mixed(self, x: Tensor, merge: Tensor) -> Tensor:
-        """The fused path, merged: (B, C, H, W). `up` runs inside the op from the proxy, per pixel."""
+    def forward(self, x: Tensor, merge: Tensor) -> Tensor:
+        """The four directions, merged: (B, C, H, W). `up` runs inside the op from the proxy, per pixel."""
         proj = self.up.weight.view(self.up.out_channels, self.up.in_channels)
         return mixer_propagate(x, self.down(x), merge, groups=x.shape[1], proj=proj, chunk=self.chunk, skip=True,
-                               save_states=self.save_states)
+                               save_states=self.save_states, backend=self.backend)
 
 
-class CompactPropagation(nn.Module):
+class CompactPropagation(Propagation):
     """GSPN-2: propagate a few proxy channels under one affinity per direction shared by all of them.
 
     lam and u are per proxy channel; the result goes back to the full width with a 1x1 conv, next to
     a learned per-channel skip d * x that carries what the proxy cannot.
     """
-
-    save_states = False
 
     def __init__(self, channels: int, proxy_channels: int, chunk: int | None):
         super().__init__()
@@ -81,31 +57,19 @@ class CompactPropagation(nn.Module):
         self.up = nn.Conv2d(proxy_channels, channels, 1, bias=False)
         self.skip = nn.Parameter(torch.ones(len(DIRECTIONS), channels))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The per-direction path: (B, 4, C, H, W), one map per direction before the merge."""
-        B, C, H, W = x.shape
-        P, K = self.proxy_channels, len(DIRECTIONS)
-        a, b, c, lam, u = self.params(x).view(B, K, 3 + 2 * P, H, W).split([1, 1, 1, P, P], dim=2)
-        y = scan_directions(self.down(x), lam, a, b, c, u, self.chunk)
-        y = self.up(y.flatten(0, 1)).view(B, K, C, H, W)
-        return y + self.skip.view(1, K, C, 1, 1) * x.unsqueeze(1)
-
-    def mixed(self, x: Tensor, merge: Tensor) -> Tensor:
-        """The fused path, merged: (B, C, H, W). `up` and the skip are linear, so the merge goes first:
+    def forward(self, x: Tensor, merge: Tensor) -> Tensor:
+        """The four directions, merged: (B, C, H, W). `up` and the skip are linear, so the merge goes first:
         up(sum_k m_k u_k h_k) + (sum_k m_k skip_k) x, one 1x1 conv instead of four."""
         y = mixer_propagate(self.down(x), self.params(x), merge, groups=1, chunk=self.chunk, skip=False,
-                            save_states=self.save_states)
+                            save_states=self.save_states, backend=self.backend)
         return self.up(y) + (merge.to(self.skip.dtype) @ self.skip).view(1, -1, 1, 1) * x
 
 
 class GSPNMixer(nn.Module):
     """Token mixer of a GSPN block; `chunk` None is global at any resolution, an int k is local.
 
-    `fused` (class default True; set it on an instance, or use `use_fused_mixers(model, False)`) picks
-    the fused op over the per-direction path; both give the same numbers to float rounding.
+    `configure_mixers(model, ...)` sets the op's backend and whether it saves its hidden states.
     """
-
-    fused = True
 
     def __init__(self, dim: int, *, chunk: int | None = None, ratio: float = 1.5, d_state: int = 8,
                  compact: bool = False, proxy_channels: int = 2, kernel_size: int = 7):
@@ -128,24 +92,25 @@ class GSPNMixer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.in_proj(x)
-        if self.fused:
-            # the depthwise conv's backward is several times faster in channels-last on CPU; the
-            # propagation reads NCHW planes
-            x = self.dwconv(x.contiguous(memory_format=torch.channels_last)).contiguous()
-            y = self.propagation.mixed(x, self.merge)
-        else:
-            x = self.dwconv(x)
-            y = self.propagation(x)
-            y = torch.einsum("k,bkchw->bchw", self.merge.to(y.dtype), y)
+        # the depthwise conv's backward is several times faster in channels-last on CPU; the
+        # propagation reads NCHW planes
+        x = self.dwconv(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        y = self.propagation(x, self.merge)
         return self.out_proj(self.grn(self.norm(y)))
 
 
-def use_fused_mixers(model: nn.Module, fused: bool = True, *, save_states: bool | None = None) -> nn.Module:
-    """Switch every GSPNMixer in `model` to the fused op (or back to the per-direction path); with
-    `save_states`, also whether the fused op saves its hidden states rather than recomputing them."""
+MIXER_OPTIONS = ("save_states", "backend")
+
+
+def configure_mixers(model: nn.Module, **options) -> nn.Module:
+    """Set the op's options on every GSPNMixer in `model`: `save_states` (bool), whether it keeps the
+    hidden states for the backward rather than recomputing them there; `backend` ("reference", "cpu",
+    "cuda", or None for the fastest usable)."""
+    unknown = set(options) - set(MIXER_OPTIONS)
+    if unknown:
+        raise TypeError(f"configure_mixers: unknown options {sorted(unknown)}; the options are {MIXER_OPTIONS}")
     for module in model.modules():
-        if isinstance(module, GSPNMixer):
-            module.fused = fused
-        if save_states is not None and isinstance(module, (ChannelPropagation, CompactPropagation)):
-            module.save_states = save_states
+        if isinstance(module, Propagation):
+            for name, value in options.items():
+                setattr(module, name, value)
     return model

@@ -14,9 +14,8 @@ from torch import Tensor
 
 from . import mixer_reference
 from .backends import resolve
-from .checks import BACKEND_NAMES
-
-DIRECTIONS = mixer_reference.DIRECTIONS
+from .checks import BACKEND_NAMES, DIRECTIONS
+from .precision import compute_dtype
 
 
 def _implementation(backend: str, device: torch.device):
@@ -40,14 +39,14 @@ def _mixer_propagate(x: Tensor, params: Tensor, merge: Tensor, proj: Tensor | No
     forward, _ = _implementation(backend, x.device)
     if x.numel() == 0:  # an empty batch, channel or axis: nothing to scan
         return x.new_empty(x.shape), x.new_empty(_states_shape(x, save_states),
-                                                 dtype=mixer_reference.compute_dtype(x.dtype))
+                                                 dtype=compute_dtype(x.dtype))
     return forward(x, params, merge, proj, groups, chunk, skip, save_states)
 
 
 @_mixer_propagate.register_fake
 def _(x, params, merge, proj, groups, chunk, skip, save_states, backend):
     return x.new_empty(x.shape), x.new_empty(_states_shape(x, save_states),
-                                             dtype=mixer_reference.compute_dtype(x.dtype))
+                                             dtype=compute_dtype(x.dtype))
 
 
 @torch.library.custom_op("gspn::mixer_propagate_backward", mutates_args=())

@@ -1,66 +1,11 @@
-"""The mixer: directions aligned in the input's frame, global reach at any size, both channel modes."""
+"""The mixer: the layer against its definition over the op's reference backend, global reach at any size,
+both channel modes. (The directions themselves are tested on the op: tests/ops/test_mixer_op.py.)"""
 
 import pytest
 import torch
 
-from gspn.nn import DIRECTIONS, GSPNMixer, scan_directions, use_fused_mixers
-
-H, W = 5, 8  # non-square on purpose: the official transposed-copy merge cannot run it
-
-
-def _uniform_params(x, groups=None):
-    """lam = u = 1 and zero logits (every weight 1/3, 1/2 at the borders) for all four directions."""
-    B, C, h, w = x.shape
-    ones = torch.ones(B, len(DIRECTIONS), C, h, w)
-    logits = torch.zeros(B, len(DIRECTIONS), groups or C, h, w)
-    return dict(lam=ones, u=ones, a=logits, b=logits, c=logits)
-
-
-def _cone(direction, i0, j0):
-    i = torch.arange(H).view(H, 1)
-    j = torch.arange(W).view(1, W)
-    along, across = {"lr": (j - j0, i - i0), "rl": (j0 - j, i - i0),
-                     "tb": (i - i0, j - j0), "bt": (i0 - i, j - j0)}[direction]
-    return (along >= 0) & (across.abs() <= along)
-
-
-@pytest.mark.parametrize("i0,j0", [(2, 3), (0, 0), (4, 7), (1, 6)])
-def test_an_impulse_spreads_only_into_each_directions_cone(i0, j0):
-    x = torch.zeros(1, 1, H, W)
-    x[0, 0, i0, j0] = 1.0
-    y = scan_directions(x, **_uniform_params(x))
-    for k, direction in enumerate(DIRECTIONS):
-        reached = y[0, k, 0] != 0
-        assert torch.equal(reached, _cone(direction, i0, j0)), f"{direction}:\n{reached.int()}"
-
-
-def _random_params(B, C, h, w, groups):
-    return dict(lam=torch.randn(B, 4, C, h, w), u=torch.randn(B, 4, C, h, w),
-                a=torch.randn(B, 4, groups, h, w), b=torch.randn(B, 4, groups, h, w),
-                c=torch.randn(B, 4, groups, h, w))
-
-
-@pytest.mark.parametrize("groups", [3, 1])
-@pytest.mark.parametrize("forward,backward,dim", [("lr", "rl", -1), ("tb", "bt", -2)])
-def test_flipping_along_the_scan_swaps_opposite_directions(groups, forward, backward, dim):
-    """Flipping the scan axis turns a scan into its opposite; the cross axis (and a, c) stay put."""
-    x = torch.randn(2, 3, H, W)
-    params = _random_params(2, 3, H, W, groups)
-    f, b = DIRECTIONS.index(forward), DIRECTIONS.index(backward)
-    y = scan_directions(x, **params, chunk=3)
-    swapped = {k: v.flip(dim)[:, [b if d == f else f if d == b else d for d in range(4)]] for k, v in params.items()}
-    y_flipped = scan_directions(x.flip(dim), **swapped, chunk=3)
-    torch.testing.assert_close(y_flipped[:, f].flip(dim), y[:, b])
-    torch.testing.assert_close(y_flipped[:, b].flip(dim), y[:, f])
-
-
-def test_transposing_the_input_maps_horizontal_scans_to_vertical_ones():
-    x = torch.randn(1, 2, H, W)
-    params = _random_params(1, 2, H, W, 2)
-    y = scan_directions(x, **params)
-    swap = [DIRECTIONS.index(d) for d in ("tb", "bt", "lr", "rl")]
-    yt = scan_directions(x.transpose(-1, -2), **{k: v.transpose(-1, -2)[:, swap] for k, v in params.items()})
-    torch.testing.assert_close(yt[:, swap].transpose(-1, -2), y)
+from gspn.nn import GSPNMixer, configure_mixers
+from gspn.ops import DIRECTIONS, mixer_propagate
 
 
 @pytest.mark.parametrize("compact", [False, True])
@@ -92,38 +37,47 @@ def test_a_global_layer_stays_global_at_twice_the_size(compact):
     assert global_mixer.chunk is None and local_mixer.chunk == 2
 
 
-def test_mixer_runs_under_bf16_autocast():
-    mixer = GSPNMixer(8, chunk=None, d_state=4)
-    x = torch.randn(2, 8, 6, 7)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = mixer(x)
-    assert torch.isfinite(y).all()
-    torch.testing.assert_close(y.float(), mixer(x), atol=0.05, rtol=0.05)
+def definition(mixer, x):
+    """The mixer written out over the op's reference backend, one direction at a time (a one-hot merge
+    gives direction k's u_k h_k, plus d_k x with the skip), merged here: GSPN-1 with `up` applied as a
+    conv outside the op, GSPN-2 with `up` and its skip applied per direction before the merge."""
+    p = mixer.propagation
+    x = mixer.dwconv(mixer.in_proj(x))
+    one_hot = torch.eye(len(DIRECTIONS))
+    if hasattr(p, "skip"):  # GSPN-2
+        scans = [mixer_propagate(p.down(x), p.params(x), e, groups=1, chunk=p.chunk, skip=False, backend="reference")
+                 for e in one_hot]
+        y = sum(m * (p.up(h) + skip.view(1, -1, 1, 1) * x) for m, h, skip in zip(mixer.merge, scans, p.skip))
+    else:
+        params = p.up(p.down(x))
+        y = sum(m * mixer_propagate(x, params, e, groups=x.shape[1], chunk=p.chunk, skip=True, backend="reference")
+                for m, e in zip(mixer.merge, one_hot))
+    return mixer.out_proj(mixer.grn(mixer.norm(y)))
 
 
-def _outputs_and_grads(mixer, x):
-    y = mixer(x)
+def _outputs_and_grads(mixer, x, forward=None):
+    y = (forward or mixer)(x)
     weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
     return [y] + list(torch.autograd.grad((y * weight).sum(), [x] + list(mixer.parameters())))
 
 
 @pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("chunk,size", [(None, (7, 10)), (3, (9, 5))])
-def test_fused_mixer_equals_the_per_direction_path(compact, chunk, size):
-    """The fused op against the composition of propagate calls: output and every gradient (input and
-    parameters) to float32 rounding, with and without saved hidden states."""
+def test_mixer_equals_its_definition_over_the_reference_op(compact, chunk, size):
+    """The layer (the op's fused kernel, `up` inside it for GSPN-1, the merge before `up` for GSPN-2)
+    against its definition: output and every gradient (input and parameters) to float32 rounding,
+    with and without saved hidden states."""
     torch.manual_seed(0)
     mixer = GSPNMixer(12, chunk=chunk, d_state=4, compact=compact)
     with torch.no_grad():
         mixer.merge.copy_(torch.tensor([0.7, -0.3, 0.45, 0.2]))
         mixer.grn.gamma.normal_()
     x = torch.randn(2, 12, *size, requires_grad=True)
-    mixer.fused = False
-    want = _outputs_and_grads(mixer, x)
+    want = _outputs_and_grads(mixer, x, lambda x: definition(mixer, x))
     names = ["y", "x"] + [n for n, _ in mixer.named_parameters()]
     for save in (False, True):
-        use_fused_mixers(mixer, True, save_states=save)
-        for name, g, w in zip(names, _outputs_and_grads(mixer, x), want):
+        configure_mixers(mixer, save_states=save)
+        for name, g, w in zip(names, _outputs_and_grads(mixer, x), want, strict=True):
             scale = w.abs().max()  # reductions over many pixels (merge, GRN) round at their own scale
             # the merge gradient sums terms that largely cancel, in another order (GSPN-2 merges before up)
             atol = 5e-4 if name == "merge" else 2e-6
@@ -131,7 +85,7 @@ def test_fused_mixer_equals_the_per_direction_path(compact, chunk, size):
 
 
 @pytest.mark.parametrize("compact", [False, True])
-def test_fused_mixer_under_bf16_autocast_is_bounded(compact):
+def test_mixer_under_bf16_autocast_is_bounded(compact):
     torch.manual_seed(0)
     mixer = GSPNMixer(8, chunk=None, d_state=4, compact=compact)
     x = torch.randn(2, 8, 6, 7, requires_grad=True)
@@ -139,12 +93,11 @@ def test_fused_mixer_under_bf16_autocast_is_bounded(compact):
         y = mixer(x)
     y.float().square().sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
-    mixer.fused = False
-    torch.testing.assert_close(y.float(), mixer(x), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(y.float(), definition(mixer, x), atol=0.05, rtol=0.05)
 
 
 @pytest.mark.parametrize("compact", [False, True])
-def test_torch_compile_traces_the_fused_mixer_without_graph_breaks(compact):
+def test_torch_compile_traces_the_mixer_without_graph_breaks(compact):
     torch.manual_seed(0)
     mixer = GSPNMixer(8, chunk=2, d_state=4, compact=compact)
     x = torch.randn(1, 8, 5, 6, requires_grad=True)
@@ -154,7 +107,7 @@ def test_torch_compile_traces_the_fused_mixer_without_graph_breaks(compact):
         torch.testing.assert_close(g, w)
 
 
-def _saved_bytes(mixer, x):
+def _saved_bytes(mixer, x, forward=None):
     seen = {}
     skip = {p.untyped_storage().data_ptr() for p in mixer.parameters()} | {x.untyped_storage().data_ptr()}
 
@@ -164,14 +117,28 @@ def _saved_bytes(mixer, x):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        mixer(x)
+        (forward or mixer)(x)
     return sum(seen.values())
 
 
-def test_fused_gspn1_mixer_saves_under_a_quarter_of_the_per_direction_activations():
+def test_gspn1_mixer_saves_under_a_quarter_of_the_activations_of_its_definition():
+    """`up` runs inside the op: its 24C-channel output, which the definition materialises, is never stored."""
     mixer = GSPNMixer(16, d_state=8)
     x = torch.randn(2, 16, 24, 24, requires_grad=True)
-    fused = _saved_bytes(mixer, x)
-    mixer.fused = False
-    per_direction = _saved_bytes(mixer, x)
-    assert fused * 4 <= per_direction, (fused, per_direction)
+    layer = _saved_bytes(mixer, x)
+    written_out = _saved_bytes(mixer, x, lambda x: definition(mixer, x))
+    assert layer * 4 <= written_out, (layer, written_out)
+
+
+def test_configure_mixers_sets_the_ops_options():
+    mixer = GSPNMixer(8, d_state=4)
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    recomputing = _saved_bytes(mixer, x)
+    configure_mixers(mixer, save_states=True)
+    states = 4 * 2 * mixer.in_proj.out_channels * 5 * 6 * 4  # (B, 4, C, H, W) hidden states in float32
+    assert _saved_bytes(mixer, x) - recomputing == states
+    configure_mixers(mixer, backend="cuda")
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run on cpu"):
+        mixer(x)
+    with pytest.raises(TypeError, match=r"unknown options \['fused'\]"):
+        configure_mixers(mixer, fused=False)

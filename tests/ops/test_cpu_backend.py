@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gspn.ops import cpu, propagate
-from tests.ops.test_reference import DIRECTIONS, make_inputs
+from gspn.ops import DIRECTIONS, cpu, propagate
+from tests.ops.test_reference import make_inputs
 
 CHUNKS = [None, 1, 3, 8]  # 8 exceeds most widths below; 3 rarely divides them
 

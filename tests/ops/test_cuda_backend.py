@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from gspn.ops import cuda as cuda_backend
-from gspn.ops import propagate
+from gspn.ops import DIRECTIONS, propagate
 
 pytestmark = pytest.mark.cuda
 
-DIRECTIONS = ["lr", "rl", "tb", "bt"]
 NAMES = ["h", "dx", "dlam", "da", "db", "dc"]
 # (B, C, G, H, W, chunk): H or W in {1, 2, 31, 33, 1000}, non-square, W % chunk != 0, G in {1, middle, C},
 # more channels per group than one block takes (C // G > 32), a cross axis longer than a block (> 512).

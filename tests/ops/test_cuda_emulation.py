@@ -9,10 +9,9 @@ exact-size buffer with NaN-poisoned outputs. The library is built once per test 
 import pytest
 import torch
 
-from gspn.ops import launch_plan, propagate
+from gspn.ops import DIRECTIONS, launch_plan, propagate
 from tests.ops.emulation.harness import CXX, EmulationError, Emulator, build
 
-DIRECTIONS = ["lr", "rl", "tb", "bt"]
 NAMES = ["h", "dx", "dlam", "da", "db", "dc"]
 ALL_CHUNKS = (None, 1, 2, 3, 64)  # 64 is longer than every scan below that uses it
 # (B, C, G, H, W), chunks: G in {1, middle, C}; H or W = 1; odd non-square; more than 32 channels per

@@ -7,13 +7,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gspn.ops import backends, cpu, mixer_propagate, mixer_reference
+from gspn.benchmark import FROM_LR, TO_LR
+from gspn.ops import DIRECTIONS, backends, cpu, mixer_propagate, mixer_reference
 from gspn.ops import flops as _flops  # noqa: F401  (registers the op's formula)
 from tests.oracle import dense_propagate
 from tests.ops.test_propagate_api import require
 
-DIRECTIONS = ["lr", "rl", "tb", "bt"]
-CROSS_DIM = {"lr": 2, "rl": 2, "tb": 3, "bt": 3}
 NAMES = ["y", "dx", "dparams", "dmerge", "dproj"]
 
 
@@ -50,20 +49,21 @@ def assert_all_close(got, want, **tol):
 
 
 def oracle(x, params, merge, proj, G, chunk, skip):
-    """The definition with independent pieces: the normalisation written out, the dense-matrix scan."""
+    """The definition with independent pieces: the normalisation written out (in each direction's
+    left-to-right frame, where the rows are the cross axis), the dense-matrix scan."""
     B, C, H, W = x.shape
     full = params if proj is None else torch.einsum("qr,brhw->bqhw", proj, params)
     per = full.view(B, 4, -1, H, W)
     y = 0
     for k, direction in enumerate(DIRECTIONS):
         p = per[:, k]
-        s = [torch.sigmoid(p[:, i * G:(i + 1) * G]) for i in range(3)]
-        n = x.shape[CROSS_DIM[direction]]
-        index = torch.arange(n).view([n if d == CROSS_DIM[direction] else 1 for d in range(4)])
+        s = [TO_LR[direction](torch.sigmoid(p[:, i * G:(i + 1) * G])) for i in range(3)]
+        n = s[0].shape[2]
+        index = torch.arange(n).view(n, 1)
         s[0] = s[0] * (index > 0)
         s[2] = s[2] * (index < n - 1)
         total = s[0] + s[1] + s[2]
-        a, b, c = (t / total for t in s)
+        a, b, c = (FROM_LR[direction](t / total) for t in s)
         lam, u = p[:, 3 * G:3 * G + C], p[:, 3 * G + C:3 * G + 2 * C]
         h = dense_propagate(x, lam, a, b, c, direction=direction, chunk=chunk)
         term = u * h + (p[:, 3 * G + 2 * C:] * x if skip else 0)
@@ -82,6 +82,59 @@ def test_reference_matches_dense_oracle(C, G, skip, rank, chunk):
     want = [y] + list(torch.autograd.grad((y * weight).sum(), [t for t in inputs if t is not None]))
     want += [None] if proj is None else []
     assert_all_close(got, want)
+
+
+H, W = 5, 8  # non-square on purpose: the official transposed-copy merge cannot run it
+
+
+def per_direction(x, params, G, chunk=None):
+    """u_k * h_k of each direction k from the reference backend, (B, 4, C, H, W): a one-hot merge picks
+    one direction, no skip. params: (B, 4, Q, H, W), per direction a~, b~, c~ (G each), lam, u (C each)."""
+    return torch.stack([mixer_propagate(x, params.flatten(1, 2), merge, groups=G, chunk=chunk, skip=False,
+                                        backend="reference") for merge in torch.eye(4, dtype=x.dtype)], 1)
+
+
+def _cone(direction, i0, j0):
+    i = torch.arange(H).view(H, 1)
+    j = torch.arange(W).view(1, W)
+    along, across = {"lr": (j - j0, i - i0), "rl": (j0 - j, i - i0),
+                     "tb": (i - i0, j - j0), "bt": (i0 - i, j - j0)}[direction]
+    return (along >= 0) & (across.abs() <= along)
+
+
+@pytest.mark.parametrize("i0,j0", [(2, 3), (0, 0), (4, 7), (1, 6)])
+def test_an_impulse_spreads_only_into_each_directions_cone(i0, j0):
+    """lam = u = 1 and zero logits (every weight 1/3, 1/2 at the borders) for all four directions."""
+    x = torch.zeros(1, 1, H, W)
+    x[0, 0, i0, j0] = 1.0
+    params = torch.cat([torch.zeros(1, 4, 3, H, W), torch.ones(1, 4, 2, H, W)], 2)
+    y = per_direction(x, params, 1)
+    for k, direction in enumerate(DIRECTIONS):
+        reached = y[0, k, 0] != 0
+        assert torch.equal(reached, _cone(direction, i0, j0)), f"{direction}:\n{reached.int()}"
+
+
+@pytest.mark.parametrize("groups", [3, 1])
+@pytest.mark.parametrize("forward,backward,dim", [("lr", "rl", -1), ("tb", "bt", -2)])
+def test_flipping_along_the_scan_swaps_opposite_directions(groups, forward, backward, dim):
+    """Flipping the scan axis turns a scan into its opposite; the cross axis (and a, c) stay put."""
+    x = torch.randn(2, 3, H, W)
+    params = torch.randn(2, 4, mixer_reference.channels_per_direction(3, groups, False), H, W)
+    f, b = DIRECTIONS.index(forward), DIRECTIONS.index(backward)
+    y = per_direction(x, params, groups, chunk=3)
+    swapped = params.flip(dim)[:, [b if d == f else f if d == b else d for d in range(4)]]
+    y_flipped = per_direction(x.flip(dim), swapped, groups, chunk=3)
+    torch.testing.assert_close(y_flipped[:, f].flip(dim), y[:, b])
+    torch.testing.assert_close(y_flipped[:, b].flip(dim), y[:, f])
+
+
+def test_transposing_the_input_maps_horizontal_scans_to_vertical_ones():
+    x = torch.randn(1, 2, H, W)
+    params = torch.randn(1, 4, mixer_reference.channels_per_direction(2, 2, False), H, W)
+    y = per_direction(x, params, 2)
+    swap = [DIRECTIONS.index(d) for d in ("tb", "bt", "lr", "rl")]
+    yt = per_direction(x.transpose(-1, -2), params.transpose(-1, -2)[:, swap], 2)
+    torch.testing.assert_close(yt[:, swap].transpose(-1, -2), y)
 
 
 # (B, C, G, H, W): per-channel and shared weights, lines of one, non-square, more than a pixel tile

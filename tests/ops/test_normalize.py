@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gspn.nn import stochastic_normalize
+from gspn.ops import stochastic_normalize
 
 
 @pytest.mark.parametrize("cross_dim", [2, 3, -1, -2])
@@ -33,6 +33,8 @@ def test_a_line_of_one_keeps_only_the_middle_weight():
     torch.testing.assert_close(b, torch.ones_like(b))
 
 
-def test_low_precision_logits_give_float32_weights():
-    a, b, c = stochastic_normalize(*(torch.randn(1, 1, 3, 3, dtype=torch.bfloat16) for _ in range(3)), cross_dim=3)
-    assert a.dtype == b.dtype == c.dtype == torch.float32
+@pytest.mark.parametrize("dtype,computed", [(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                                            (torch.float64, torch.float64)])
+def test_low_precision_logits_give_float32_weights(dtype, computed):
+    a, b, c = stochastic_normalize(*(torch.randn(1, 1, 3, 3, dtype=dtype) for _ in range(3)), cross_dim=3)
+    assert a.dtype == b.dtype == c.dtype == computed
