@@ -21,7 +21,7 @@ def ema_average(average: Tensor, current: Tensor, updates: Tensor, *, decay: flo
     if warmup:
         n = float(updates)
         decay = min(decay, (1 + n) / (10 + n))
-    return average.lerp(current, 1 - decay)
+    return average.lerp(current.to(average.dtype), 1 - decay)  # under bf16-true the dtypes may differ
 
 
 class EMA(WeightAveraging):

@@ -1,5 +1,5 @@
-"""Reading image files for every task: listing a folder, decoding with Pillow into float tensors,
-and an optional up-front scan that names every file that cannot be read."""
+"""Reading image files for every task: listing a folder, decoding with Pillow into float tensors or
+label masks, and an optional up-front scan that names every file that cannot be read."""
 
 import warnings
 from collections.abc import Callable, Iterable
@@ -10,6 +10,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from gspn.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -23,19 +25,39 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(path for path in Path(folder).rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> Tensor:
-    """The image at `path` as (C, H, W) float in [0, 1] ("RGB") or (H, W) int64 ("L", "P": labels)."""
+def decode(path: str | Path, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """`convert` applied to the decoded image at `path`; a file Pillow cannot read is an error naming it."""
     try:
         with Image.open(path) as image:
             image.load()
-            if mode in ("L", "P"):
-                if image.mode not in ("L", "P", "I", "I;16"):
-                    image = image.convert("L")
-                return torch.from_numpy(np.array(image, dtype=np.int64))
-            array = np.asarray(image.convert(mode), dtype=np.uint8)
+            return convert(image)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise UnreadableImageError(f"cannot read image {path}: {error}") from error
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def read_image(path: str | Path) -> Tensor:
+    """The image at `path` as (3, H, W) float in [0, 1]."""
+    array = decode(path, lambda image: np.array(image.convert("RGB"), dtype=np.uint8))
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255)
+
+
+def label_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("L", "P", "I", "I;16"):
+        return np.array(image, dtype=np.int64)
+    return np.array(image.convert("RGB" if len(image.getbands()) >= 3 else "L"), dtype=np.int64)
+
+
+def read_labels(path: str | Path) -> Tensor:
+    """The mask at `path` as (H, W) int64 class indices, as a grey (8 or 16 bits) or palette ("P") image
+    stores them. A colour image is an error: colours are not class indices (a grey image saved as
+    RGB, its three channels equal, is read as grey)."""
+    labels = decode(path, label_array)
+    if labels.ndim == 3:
+        if (labels != labels[..., :1]).any():
+            raise DataError(f"mask {path} is an RGB colour image; a mask holds one class index per pixel "
+                            "(a single-channel grey or palette 'P' image, 255 ignored)")
+        labels = labels[..., 0]
+    return torch.from_numpy(np.ascontiguousarray(labels))
 
 
 def find_unreadable(paths: Iterable[Path]) -> list[tuple[Path, str]]:
@@ -50,9 +72,10 @@ def find_unreadable(paths: Iterable[Path]) -> list[tuple[Path, str]]:
     return bad
 
 
-def check_readable(paths: list[Path], policy: str, owner: str) -> list[Path]:
+def check_readable(paths: list[Path], policy: str, owner: str,
+                   remedy: str = "set verify_images: skip to leave them out") -> list[Path]:
     """Apply a data module's `verify_images` policy: "off" returns paths unchanged, "error" raises
-    naming every unreadable file, "skip" drops them with a warning naming each."""
+    naming every unreadable file (and the `remedy`), "skip" drops them with a warning naming each."""
     if policy == "off":
         return paths
     if policy not in ("error", "skip"):
@@ -60,8 +83,7 @@ def check_readable(paths: list[Path], policy: str, owner: str) -> list[Path]:
     bad = find_unreadable(paths)
     if bad and policy == "error":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
-        raise UnreadableImageError(f"{owner}: {len(bad)} unreadable image(s):\n{listing}\n"
-                                   "(set verify_images: skip to leave them out)")
+        raise UnreadableImageError(f"{owner}: {len(bad)} unreadable image(s):\n{listing}\n({remedy})")
     for path, reason in bad:
         warnings.warn(f"{owner}: skipping unreadable image {path}: {reason}")
     skipped = {path for path, _ in bad}
@@ -69,15 +91,17 @@ def check_readable(paths: list[Path], policy: str, owner: str) -> list[Path]:
 
 
 class UnlabelledImages(Dataset):
-    """The images of a folder for `gspn predict`: (transformed image, file path)."""
+    """The images of a folder for `gspn predict`: (transformed image, file path). verify_images,
+    remedy: the data module's policy for unreadable files, as in training (see `check_readable`)."""
 
-    def __init__(self, root: str | Path, transform: Callable[[Tensor], Tensor] | None = None):
+    def __init__(self, root: str | Path, transform: Callable[[Tensor], Tensor] | None = None,
+                 verify_images: str = "off", remedy: str = "set verify_images: skip to leave them out"):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"predict_root: {root} is not a folder")
-        self.paths = list_images(root)
+        self.paths = check_readable(list_images(root), verify_images, f"predict_root {root}", remedy)
         if not self.paths:
-            raise FileNotFoundError(f"predict_root: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+            raise FileNotFoundError(f"predict_root: no readable images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
         self.transform = transform
 
     def __len__(self) -> int:

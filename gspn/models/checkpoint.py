@@ -1,6 +1,8 @@
 """Loading weights from a checkpoint file, with a report of what did not fit."""
 
 import logging
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +24,14 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes); it was not written to the end")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "zip" in cause.lower() or isinstance(error, EOFError):
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            cause = f"it holds a {unsafe[1]}, which is not loaded since that would run code from the file"
+        elif isinstance(error, pickle.UnpicklingError):
+            cause = "truncated or not a PyTorch checkpoint"
+        elif "zip" in cause.lower() or isinstance(error, EOFError):
             cause = f"truncated or not a PyTorch checkpoint ({cause})"
         raise CheckpointError(f"{path}: cannot read the checkpoint: {cause}") from error
     if not isinstance(content, dict):
@@ -86,7 +93,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
     Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
     such as "model." or "backbone." is found and stripped (or give `prefix`). Keys outside the prefix
     count as unexpected. Tensors whose shape differs from the model's are skipped and reported. With
-    `strict`, any of the three raises a RuntimeError after nothing has been loaded.
+    `strict`, any of the three raises a RuntimeError after nothing has been loaded. A file of which no
+    tensor fits the model is a CheckpointError.
     """
     state = extract_state_dict(read_checkpoint(path))
     own = model.state_dict()
@@ -104,6 +112,11 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
             usable[name] = value
     skipped = {name for name, _, _ in report.mismatched}
     report.missing = [k for k in own if k not in usable and k not in skipped]
+    if own and not usable:
+        shapes = f"; {len(report.mismatched)} by name but with another shape" if report.mismatched else ""
+        raise CheckpointError(f"{path}: no tensor matches the model {type(model).__name__} ({len(own)} tensors; the "
+                              f"file has {len(state)} tensors, e.g. {', '.join(list(state)[:3])}{shapes}): weights "
+                              "of another architecture or size?")
     if strict and not report.clean:
         raise RuntimeError(f"load_checkpoint({str(path)!r}, strict=True):\n{report}")
     model.load_state_dict(usable, strict=False)

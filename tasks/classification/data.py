@@ -91,7 +91,7 @@ class ImageFolderDataModule(TaskDataModule):
                                                  train_pipeline(self.image_size, **self.augmentation),
                                                  self.verify_images)
         if stage == "predict" and self.predict_root:
-            self.datasets["predict"] = UnlabelledImages(self.predict_root, evaluation)
+            self.datasets["predict"] = UnlabelledImages(self.predict_root, evaluation, self.verify_images)
             return
         val = ImageFolder(self.root / "val", self.classes, evaluation, self.verify_images)
         self.datasets.update(val=val, test=val)

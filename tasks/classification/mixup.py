@@ -46,7 +46,9 @@ class MixupCutmix:
             return images, targets
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or torch.rand(()) < self.switch_prob)
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        lam = torch.distributions.Beta(alpha, alpha).sample().item()
+        # float32: Beta cannot sample bf16, torch's default dtype inside a `bf16-true` step
+        concentration = torch.tensor(alpha, dtype=torch.float32)
+        lam = torch.distributions.Beta(concentration, concentration).sample().item()
         partner = images.flip(0)
         if use_cutmix:
             height, width = images.shape[-2:]

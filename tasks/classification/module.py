@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from gspn.models import create_model, load_checkpoint
 
 from ..base import BaseTask
+from ..outputs import remove_outputs
 from .mixup import MixupCutmix
 
 
@@ -21,7 +22,8 @@ class ClassificationTask(BaseTask):
         backbone_args: overrides of the preset (dims, depths, drop_path_rate, ...).
         num_classes: the `gspn` command links it from the data module.
         pretrained: a checkpoint file for the backbone (the averaged weights when it was trained with
-            an EMA); tensors whose shape differs (another classifier) are skipped and reported.
+            an EMA); tensors whose shape differs (another classifier) are skipped and reported, and a
+            file of which no tensor fits (another architecture) is an error.
         label_smoothing: of the training targets.
         mixup_alpha, cutmix_alpha: Beta parameters of batch-level mixup and cutmix (0 disables).
         mixup_prob: probability of mixing a batch; mixup_switch_prob: of cutmix when both are on.
@@ -102,6 +104,10 @@ class ClassificationTask(BaseTask):
             sources = [f"#{batch_idx * images.shape[0] + i}" for i in range(images.shape[0])]
         return {"source": list(sources), "classes": top.indices.cpu(), "probabilities": top.values.cpu(),
                 "all_probabilities": probabilities.cpu()}
+
+    def start_prediction(self, output_dir: Path) -> None:
+        """Remove the predictions files of an earlier `gspn predict` (every rank's)."""
+        remove_outputs(output_dir, "predictions.csv", "predictions-rank*.csv")
 
     def write_prediction(self, prediction: dict, output_dir: Path) -> None:
         """Appends to predictions.csv (predictions-rank<r>.csv on other ranks): the input, then top-k

@@ -11,6 +11,7 @@ disjoint real split of the same size for the real-versus-real FID. `gspn predict
 classes when not given); the task draws each sample's noise from (seed, label, index).
 """
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,11 +20,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from gspn.errors import DataError
+
 from ..classification.data import ImageFolder, class_folders
 from ..classification.shapes import CLASSES, SyntheticShapes
 from ..classification.transforms import Pipeline, eval_pipeline
 from ..data import TaskDataModule
 
+LATENT_FILE_KEYS = ("latents", "labels", "classes", "image_size")  # what extract_latents saves
 TO_SIGNED = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # [0, 1] -> [-1, 1]
 
 
@@ -148,6 +152,21 @@ class ImageFolderGenerationData(GenerationDataModule):
             self.setup_predict()
 
 
+def read_latents(path: Path) -> dict:
+    """The contents of a file written by `extract_latents`, read with `weights_only=True` (no code is
+    unpickled); a file that cannot be read or lacks a key is a DataError naming it."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise DataError(f"LatentFileData: {path}: cannot read the latents file ({type(error).__name__}: a truncated "
+                        "file, another format, or objects beyond tensors and plain containers); write it with "
+                        "extract_latents") from error
+    missing = [key for key in LATENT_FILE_KEYS if not isinstance(content, dict) or key not in content]
+    if missing:
+        raise DataError(f"LatentFileData: {path}: lacks {', '.join(missing)} (write it with extract_latents)")
+    return content
+
+
 class LatentFileData(GenerationDataModule):
     """Latents saved by `extract_latents`: train on all but 2 * num_val of them; val and reference are
     the rest (decoded by the task for the metrics)."""
@@ -158,7 +177,7 @@ class LatentFileData(GenerationDataModule):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"LatentFileData: {self.path} is not a file (write it with extract_latents)")
-        content = torch.load(self.path, map_location="cpu")
+        content = read_latents(self.path)
         self.latents: Tensor = content["latents"]
         self.labels: Tensor = content["labels"]
         self.classes = list(content["classes"])

@@ -6,10 +6,13 @@ schedule, which gives small images more steps of moderate noise). Sampling
 builds DDPM, DDIM or DPM-Solver++ from the training scheduler's config, so both share the betas.
 """
 
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from gspn.errors import ConfigError
 
 SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPMSolverMultistepScheduler"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -38,6 +41,19 @@ def sampling_scheduler(training, sampler: str, **options):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
     return getattr(diffusers, SAMPLERS[sampler]).from_config(training.config, **options)
+
+
+def check_sampler_args(sampler: str, options: dict) -> None:
+    """Every key of `options` must be an argument of the scheduler of `sampler`: diffusers would
+    ignore a misspelt one without a word."""
+    import diffusers
+
+    scheduler = getattr(diffusers, SAMPLERS[sampler])
+    valid = [name for name in inspect.signature(scheduler.__init__).parameters if name != "self"]
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise ConfigError(f"sampler_args: {', '.join(map(repr, unknown))} is not an argument of the {sampler} sampler "
+                          f"({scheduler.__name__}); valid: {', '.join(valid)}")
 
 
 def drop_labels(labels: Tensor, rate: float, null_label: int) -> Tensor:

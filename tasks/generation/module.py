@@ -11,8 +11,9 @@ from gspn.models import create_model
 
 from ..base import BaseTask
 from ..images import list_images, read_image
-from .diffusion import PREDICTION_TYPES, SAMPLERS, diffusion_loss, drop_labels, sample, sampling_scheduler, \
-    training_scheduler
+from ..outputs import remove_outputs, safe_name
+from .diffusion import PREDICTION_TYPES, SAMPLERS, check_sampler_args, diffusion_loss, drop_labels, sample, \
+    sampling_scheduler, training_scheduler
 
 
 def image_grid(images: Tensor, columns: int) -> Tensor:
@@ -90,6 +91,7 @@ class GenerationTask(BaseTask):
             raise ValueError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
         if hp.sampler not in SAMPLERS:
             raise ValueError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
+        check_sampler_args(hp.sampler, hp.sampler_args or {})
         if hp.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
         if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
@@ -260,14 +262,19 @@ class GenerationTask(BaseTask):
         images = self.generate(labels, self.sample_noise(labels, indices))
         return {"images": ((images + 1) / 2).cpu(), "labels": labels.cpu(), "indices": indices.cpu()}
 
+    def start_prediction(self, output_dir: Path) -> None:
+        """Remove the samples and grids of an earlier `gspn predict`: a class's grid shows every PNG of
+        its folder."""
+        remove_outputs(output_dir, "*.png", "*/*.png")
+
     def write_prediction(self, prediction: dict[str, Tensor], output_dir: Path) -> None:
         """<output_dir>/<class>/<index>.png per sample, and <output_dir>/<class>.png, a grid of all of
-        that class's samples so far."""
+        that class's samples so far (the class name made safe as a file name)."""
         names = getattr(self.trainer.datamodule, "classes", None)
         touched = set()
         for image, label, index in zip(prediction["images"], prediction["labels"].tolist(),
                                        prediction["indices"].tolist()):
-            folder = output_dir / (names[label] if names else f"class_{label}")
+            folder = output_dir / safe_name(names[label] if names else f"class_{label}")
             folder.mkdir(parents=True, exist_ok=True)
             save_png(image, folder / f"{index:05d}.png")
             touched.add(folder)

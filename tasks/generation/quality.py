@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gspn.errors import CheckpointError
+
 FEATURES = ("classifier", "inception")
 
 
@@ -39,14 +41,14 @@ def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float,
     """The backbone of a ClassificationTask checkpoint (its averaged weights when trained with an EMA)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
-    from gspn.models import create_model, load_checkpoint
+    from gspn.models import create_model, load_checkpoint, read_checkpoint
 
     # The network alone, from the task's recorded settings: building the task itself here would run
     # inside the `gspn` command's construction of this task and take its arguments.
-    settings = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    settings = read_checkpoint(path).get("hyper_parameters", {})
     if not isinstance(settings.get("backbone"), str) or not settings.get("num_classes"):
-        raise ValueError(f"fid_classifier: {path} is not a checkpoint of the classification task with a preset "
-                         "backbone (its hyper_parameters name no backbone and num_classes)")
+        raise CheckpointError(f"fid_classifier: {path} is not a checkpoint of the classification task with a "
+                              "preset backbone (its hyper_parameters name no backbone and num_classes)")
     model = create_model(settings["backbone"], num_classes=settings["num_classes"], **(settings.get("backbone_args") or {}))
     load_checkpoint(model, path, strict=True)
     return ClassifierFeatures(model, mean, std)

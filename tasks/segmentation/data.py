@@ -12,6 +12,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from gspn.errors import ConfigError
+
 from ..data import TaskDataModule
 from ..images import UnlabelledImages
 from .folders import LabelledFolder, pair_files
@@ -41,6 +43,8 @@ class SegmentationDataModule(TaskDataModule):
                  batch_size: int = 8, eval_batch_size: int = 1, num_workers: int = 2,
                  predict_root: str | None = None):
         super().__init__(batch_size, num_workers)
+        if eval_batch_size < 1:
+            raise ConfigError(f"{type(self).__name__}: eval_batch_size must be at least 1, got {eval_batch_size}")
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.palette = [list(colour) for colour in (palette or default_palette(self.num_classes))]
@@ -50,9 +54,13 @@ class SegmentationDataModule(TaskDataModule):
         self.eval_batch_size = eval_batch_size
         self.predict_root = predict_root
 
-    def setup_predict(self, fallback: Dataset) -> None:
-        self.datasets["predict"] = UnlabelledImages(self.predict_root) if self.predict_root else \
-            NamedImages(fallback, "image")
+    def setup_predict(self, fallback: Dataset, verify: bool = False) -> None:
+        """predict_root's images (with `verify`, every unreadable one is named now), else `fallback`'s."""
+        if self.predict_root:
+            self.datasets["predict"] = UnlabelledImages(self.predict_root, verify_images="error" if verify else "off",
+                                                        remedy="remove or repair them")
+        else:
+            self.datasets["predict"] = NamedImages(fallback, "image")
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val", batch_size=self.eval_batch_size)
@@ -87,12 +95,13 @@ class ProceduralScenesDataModule(SegmentationDataModule):
 
 class SegmentationFolderDataModule(SegmentationDataModule):
     """Your own data: root/images/<split>/... and root/masks/<split>/... with matching names (any image
-    extension; masks are single-channel label PNGs, 255 ignored).
+    extension; masks are single-channel label images, grey (8 or 16 bits) or palette PNGs, 255 ignored).
 
     class_names: one per label value; palette: an [r, g, b] per class (default: generated).
     splits: the folder name of each split (test falls back to val).
     reduce_zero_label: label 0 is "other" and ignored, 1..N become 0..N-1 (ADE20K's convention).
-    verify: read and check every image and mask when the data is set up (before training).
+    verify: read and check every image and mask when the data is set up (before training), and every
+        image of predict_root before predicting.
     Training augmentation (mmsegmentation's): crop_size, scale, ratio_range, cat_max_ratio, photometric.
     """
 
@@ -133,7 +142,7 @@ class SegmentationFolderDataModule(SegmentationDataModule):
         if stage == "test":
             self.datasets["test"] = self.split("test")
         if stage == "predict":
-            self.setup_predict(self.split("val") if not self.predict_root else None)
+            self.setup_predict(self.split("val") if not self.predict_root else None, self.verify)
 
 
 class ADE20KDataModule(SegmentationFolderDataModule):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..images import list_images, read_image
+from ..images import list_images, read_image, read_labels
 from .segmentor import IGNORE_INDEX
 
 
@@ -41,7 +41,7 @@ def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
 def read_pair(image_path: Path, mask_path: Path, num_classes: int, reduce_zero_label: bool) -> tuple[Tensor, Tensor]:
     """The image (3, H, W) in [0, 1] and its checked labels (H, W)."""
     image = read_image(image_path)
-    mask = read_image(mask_path, mode="L")
+    mask = read_labels(mask_path)
     if tuple(mask.shape) != tuple(image.shape[1:]):
         raise BadMaskError(f"mask {mask_path} is {tuple(mask.shape)} (height, width) but its image {image_path} is "
                            f"{tuple(image.shape[1:])}")

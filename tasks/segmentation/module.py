@@ -11,6 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from ..base import BaseTask
+from ..outputs import remove_outputs, safe_name
 from .backbone import GSPNSegBackbone
 from .outputs import save_label_png, save_overlay_png
 from .segmentor import IGNORE_INDEX, build_segmentor, check_batch_norm_batch, data_samples, segment, upernet_config
@@ -27,7 +28,8 @@ class SegmentationTask(BaseTask):
         num_classes, class_names, palette: the `gspn` command takes them from the data module
             (palette: an [r, g, b] per class, for the PNGs of `gspn predict`).
         pretrained: a classification checkpoint for the backbone (a run's state_dict holds its EMA
-            weights when it kept one); missing and unexpected keys are reported.
+            weights when it kept one); missing and unexpected keys are reported, and a file of which
+            no tensor fits (another architecture) is an error.
         decode_channels, pool_scales, dropout: UPerHead's width, pyramid pooling scales and dropout.
         aux_channels, aux_weight: the auxiliary FCNHead on stage 3 and its loss weight (0 removes it).
         inference: "whole" (the image at its own size, no padding) or "slide" (windows of crop_size
@@ -151,10 +153,14 @@ class SegmentationTask(BaseTask):
         labels = self(images).argmax(dim=1)
         return dict(images=images.cpu(), labels=labels.cpu(), names=list(names))
 
+    def start_prediction(self, output_dir: Path) -> None:
+        """Remove the label and overlay PNGs of an earlier `gspn predict`."""
+        remove_outputs(output_dir, "*.png")
+
     def write_prediction(self, prediction: dict, output_dir: Path) -> None:
         """<name>.png: the labels with the data set's palette; <name>_overlay.png: the image blended with them."""
         palette = self.hparams.palette
         for image, labels, name in zip(prediction["images"], prediction["labels"], prediction["names"]):
-            stem = Path(name).stem
+            stem = safe_name(Path(name).stem)
             save_label_png(labels, palette, output_dir / f"{stem}.png")
             save_overlay_png(image, labels, palette, self.hparams.overlay_alpha, output_dir / f"{stem}_overlay.png")

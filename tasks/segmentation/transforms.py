@@ -40,7 +40,8 @@ class TrainAugmentation:
     def __call__(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         # mmcv works on HWC uint8 BGR images (the photometric distortion converts BGR to HSV).
         bgr = image.mul(255).round().byte().permute(1, 2, 0).numpy()[..., ::-1].copy()
-        results = dict(img=bgr, gt_seg_map=labels.numpy().astype(np.uint8), seg_fields=["gt_seg_map"],
+        # int32: OpenCV resizes and pads it (not int64); 8 bits would wrap labels above 255.
+        results = dict(img=bgr, gt_seg_map=labels.numpy().astype(np.int32), seg_fields=["gt_seg_map"],
                        img_shape=bgr.shape[:2], ori_shape=bgr.shape[:2])
         state = np.random.get_state()
         try:

@@ -5,7 +5,8 @@ import logging
 import pytest
 import torch
 
-from gspn.models import create_model, load_checkpoint
+from gspn.errors import CheckpointError
+from gspn.models import create_model, load_checkpoint, read_checkpoint
 
 
 @pytest.fixture
@@ -64,3 +65,38 @@ def test_strict_raises_with_the_report_and_loads_nothing(model, tmp_path):
     with pytest.raises(RuntimeError, match="1 unexpected in the checkpoint: extra"):
         load_checkpoint(other, tmp_path / "extra.pt", strict=True)
     torch.testing.assert_close(other.stem[0].weight, before)
+
+
+def test_weights_of_another_architecture_are_an_error_not_a_fresh_start(model, tmp_path):
+    denoiser = create_model("gspn_denoiser_nano4", num_classes=10, hidden=16, depth=2, d_state=2, mlp_ratio=1.0)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in denoiser.state_dict().items()}}, tmp_path / "other.ckpt")
+    count = len(denoiser.state_dict())
+    other = _fresh()
+    before = other.stem[0].weight.clone()
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'other.ckpt'}: no tensor matches the model GSPNBackbone "
+                                              rf"\(\d+ tensors; the file has {count} tensors, e\.g\. model\.[\w.]+, "
+                                              r"model\.[\w.]+, model\.[\w.]+\): weights of another architecture"):
+        load_checkpoint(other, tmp_path / "other.ckpt")
+    torch.testing.assert_close(other.stem[0].weight, before)
+
+
+def test_tensors_of_other_shapes_only_are_an_error(model, tmp_path):
+    torch.save({"stem.0.weight": torch.zeros(1), "head.fc.bias": torch.zeros(3)}, tmp_path / "shapes.pt")
+    with pytest.raises(CheckpointError, match=r"the file has 2 tensors, e\.g\. stem\.0\.weight, head\.fc\.bias; "
+                                              "2 by name but with another shape"):
+        load_checkpoint(_fresh(), tmp_path / "shapes.pt")
+
+
+class Payload:
+    """Any object outside tensors and containers: loading it would run code from the file."""
+
+
+@pytest.mark.parametrize("content, cause", [
+    ({"weight": torch.ones(1), "extra": Payload()}, r"it holds a [\w.]+Payload, which is not loaded"),
+    (b"not a torch file", "truncated or not a PyTorch checkpoint"),
+])
+def test_a_file_that_is_not_weights_only_is_a_checkpoint_error(content, cause, tmp_path):
+    path = tmp_path / "file.pt"
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    with pytest.raises(CheckpointError, match=f"{path}: cannot read the checkpoint: {cause}"):
+        read_checkpoint(path)

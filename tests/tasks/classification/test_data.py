@@ -164,3 +164,16 @@ def test_a_resumed_epoch_skips_the_batches_already_trained(image_folder):
     assert len(sampler) == len(whole)
     assert list(sampler) == whole[6:]
     assert list(sampler) == whole  # only the first pass through the resumed epoch is shortened
+
+
+def test_the_predict_folder_follows_the_verify_images_policy(corrupt_folder):
+    predict_root = corrupt_folder / "train" / "dog"
+    data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="error",
+                                 predict_root=str(predict_root))
+    with pytest.raises(RuntimeError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
+        data.setup("predict")
+    data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="skip",
+                                 predict_root=str(predict_root))
+    with pytest.warns(UserWarning, match="skipping unreadable image .*broken.jpg"):
+        data.setup("predict")
+    assert [path.name for path in data.datasets["predict"].paths] == ["0.jpg", "1.jpg", "2.jpg"]

@@ -58,3 +58,19 @@ def test_probability_zero_leaves_the_batch(batch):
     mixed, targets = MixupCutmix(NUM_CLASSES, mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.0)(images, labels)
     assert torch.equal(mixed, images)
     assert torch.equal(targets, smooth_one_hot(labels, NUM_CLASSES))
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.8, 0.0), (0.0, 1.0)])
+def test_bf16_batches_mix_under_a_bf16_default_dtype(batch, mixup_alpha, cutmix_alpha):
+    """What `bf16-true` precision does: bf16 inputs, and bf16 as torch's default dtype in the step."""
+    images, labels = batch[0].bfloat16(), batch[1]
+    mix = MixupCutmix(NUM_CLASSES, mixup_alpha, cutmix_alpha, label_smoothing=0.1)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        torch.manual_seed(0)
+        mixed, targets = mix(images, labels)
+    finally:
+        torch.set_default_dtype(default)
+    assert mixed.dtype == torch.bfloat16 and mixed.shape == images.shape
+    assert targets.dtype == torch.bfloat16 and torch.allclose(targets.float().sum(1), torch.ones(6), atol=1e-2)

@@ -7,14 +7,16 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 from PIL import Image
 
 from gspn.cli import cli_main
+from gspn.errors import CheckpointError, ConfigError
 from gspn.tasks.classification import ClassificationTask
-from gspn.tasks.generation import GenerationTask
+from gspn.tasks.generation import GenerationTask, SyntheticShapesGenerationData
+from gspn.tasks.prediction import PredictionWriter
 
-from .conftest import tiny_config, write_config
+from .conftest import TINY_DENOISER, tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -173,3 +175,69 @@ def test_the_attention_control_composes_over_the_demo_and_trains(tmp_path):
     hp = cli.model.hparams
     assert hp.denoiser_args["mixer"] == "attention" and hp.beta_schedule == "squaredcos_cap_v2"
     assert all(type(block.mixer).__name__ == "SelfAttention" for block in cli.model.model.blocks)
+
+
+def tiny_task(**overrides) -> GenerationTask:
+    settings = dict(denoiser="gspn_denoiser_nano4", denoiser_args=TINY_DENOISER, num_classes=8, image_size=16,
+                    sampling_steps=1)
+    return GenerationTask(**{**settings, **overrides})
+
+
+def predict(task: GenerationTask, data, output_dir: Path) -> None:
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[PredictionWriter(str(output_dir))])
+    trainer.predict(task, data)
+
+
+class OddlyNamedShapes(SyntheticShapesGenerationData):
+    classes = ["../../escaped", "a b/c", ".."] + [f"class{i}" for i in range(5)]
+
+
+def test_class_names_become_safe_file_names_inside_the_output_folder(tmp_path):
+    data = OddlyNamedShapes(num_train=8, num_val=2, image_size=16, samples_per_class=1, predict_classes=[0, 1, 2])
+    predict(tiny_task(), data, tmp_path / "run" / "predictions")
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.png"))
+    assert written == [f"run/predictions/{name}" for name in
+                       ("_.png", "_/00000.png", "____escaped.png", "____escaped/00000.png", "a_b_c.png",
+                        "a_b_c/00000.png")]
+
+
+class Payload:
+    """Any object outside tensors and containers: loading it would run code from the file."""
+
+
+def test_the_fid_classifier_is_read_without_running_code_from_it(tmp_path):
+    from gspn.tasks.generation.quality import load_classifier
+
+    path = tiny_classifier_checkpoint(tmp_path / "judge.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["extra"] = Payload()
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=rf"{path}: cannot read the checkpoint: it holds a [\w.]+Payload"):
+        load_classifier(path, (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("sampler, key", [("ddim", "clip_sampel"), ("dpm_solver", "clip_sample"), ("ddim", "eta")])
+def test_a_misspelt_sampler_argument_is_an_error_when_the_task_is_built(sampler, key):
+    with pytest.raises(ConfigError, match=rf"sampler_args: '{key}' is not an argument of the {sampler} sampler "
+                                          r"\(\w+Scheduler\); valid: num_train_timesteps, .*steps_offset"):
+        tiny_task(sampler=sampler, sampler_args={key: True})
+    assert tiny_task(sampler="ddim", sampler_args={"clip_sample": True}).hparams.sampler_args == {"clip_sample": True}
+
+
+def test_a_predict_after_start_prediction_shows_no_sample_of_an_earlier_run(tmp_path):
+    out = tmp_path / "predictions"
+    for name in ("ring/00000.png", "ring/00001.png", "retired_class/00000.png"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16)).save(out / name)
+    for name in ("ring.png", "retired_class.png"):
+        Image.new("RGB", (32, 16)).save(out / name)
+    (out / "notes.txt").write_text("kept")
+    task = tiny_task()
+    task.start_prediction(out)
+    data = SyntheticShapesGenerationData(num_train=8, num_val=2, image_size=16, samples_per_class=1,
+                                         predict_classes=["ring"])
+    predict(task, data, out)
+    assert sorted(str(path.relative_to(out)) for path in out.rglob("*")) == ["notes.txt", "ring", "ring.png",
+                                                                             "ring/00000.png"]
+    assert Image.open(out / "ring.png").size == (16, 16)

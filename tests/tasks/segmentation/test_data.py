@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from gspn.cli import cli_main
-from gspn.tasks.segmentation import SegmentationFolderDataModule
+from gspn.errors import ConfigError, DataError
+from gspn.tasks.segmentation import ProceduralScenesDataModule, SegmentationFolderDataModule
 from gspn.tasks.segmentation.folders import BadMaskError
 from gspn.tasks.segmentation.procedural import CLASSES, CROSS_BAR, LONE_BAR, ProceduralScenes
 from gspn.tasks.images import UnreadableImageError
@@ -118,3 +119,57 @@ def test_reduce_zero_label_ignores_zero_and_shifts_the_rest(tmp_path):
     module.setup("validate")
     _, labels = module.datasets["val"][0]
     assert set(labels.unique().tolist()) == {0, 2, 255}
+
+
+def test_labels_above_255_survive_augmentation_and_collation(tmp_path):
+    """Masks are 16-bit PNGs here: a cast to 8 bits would turn 260 into 4 and 511 into 255 (ignored)."""
+    for split, name in (("train", "x"), ("train", "y"), ("val", "x")):
+        write_pair(tmp_path, split, name, image_size=(40, 40))
+        mask = np.full((40, 40), 260, dtype=np.uint16)
+        mask[:, 20:] = 511
+        Image.fromarray(mask).save(tmp_path / "masks" / split / f"{name}.png")
+    module = SegmentationFolderDataModule(str(tmp_path), class_names=[f"c{i}" for i in range(600)],
+                                          crop_size=(32, 32), scale=(64, 32), photometric=False, batch_size=2,
+                                          num_workers=0)
+    module.setup("fit")
+    _, labels = next(iter(module.train_dataloader()))
+    values = set(labels.unique().tolist())
+    assert labels.dtype == torch.int64 and labels.shape == (2, 32, 32)
+    assert values <= {260, 511, 255} and values & {260, 511}
+
+
+def test_a_colour_mask_is_an_error_naming_the_file_but_a_palette_mask_is_labels(tmp_path):
+    write_pair(tmp_path, "train", "good")
+    write_pair(tmp_path, "val", "good")
+    labels = np.array(Image.open(tmp_path / "masks" / "train" / "good.png"))
+    palette_mask = Image.fromarray(labels, mode="P")
+    palette_mask.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255])
+    palette_mask.save(tmp_path / "masks" / "val" / "good.png")
+    module = folder_module(tmp_path)
+    module.setup("validate")
+    assert torch.equal(module.datasets["val"][0][1], torch.from_numpy(labels.astype(np.int64)))
+
+    palette_mask.convert("RGB").save(tmp_path / "masks" / "train" / "good.png")
+    with pytest.raises(DataError, match=r"mask .*masks/train/good.png is an RGB colour image"):
+        module.setup("fit")
+
+
+@pytest.mark.parametrize("eval_batch_size", [0, -2])
+def test_an_eval_batch_size_below_one_is_an_error_naming_it(eval_batch_size, tmp_path):
+    with pytest.raises(ConfigError, match=f"ProceduralScenesDataModule: eval_batch_size must be at least 1, "
+                                          f"got {eval_batch_size}"):
+        ProceduralScenesDataModule(eval_batch_size=eval_batch_size)
+    with pytest.raises(ConfigError, match="SegmentationFolderDataModule: eval_batch_size"):
+        folder_module(tmp_path, eval_batch_size=eval_batch_size)
+
+
+def test_an_unreadable_image_to_predict_is_named_before_anything_runs(tmp_path):
+    write_pair(tmp_path, "train", "x")
+    write_pair(tmp_path, "val", "x")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
+    module = folder_module(tmp_path, predict_root=str(tmp_path / "photos"))
+    with pytest.raises(UnreadableImageError, match=r"1 unreadable image\(s\):\n  .*photos/broken.png: .*\n"
+                                                   r"\(remove or repair them\)"):
+        module.setup("predict")
+    folder_module(tmp_path, predict_root=str(tmp_path / "photos"), verify=False).setup("predict")

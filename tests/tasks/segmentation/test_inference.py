@@ -66,3 +66,10 @@ def test_scaled_size_keeps_the_aspect():
 def test_inference_mode_is_checked():
     with pytest.raises(ValueError, match="inference must be 'whole' or 'slide'"):
         tiny_task(inference="sliding")
+
+
+def test_start_prediction_removes_the_pngs_of_an_earlier_run(task, tmp_path):
+    for name in ("old.png", "old_overlay.png", "notes.txt"):
+        (tmp_path / name).write_text("stale")
+    task.start_prediction(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]

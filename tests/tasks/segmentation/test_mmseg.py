@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from gspn.errors import CheckpointError
 from gspn.tasks.segmentation import import_mmseg
 from gspn.tasks.segmentation.mmseg_setup import MissingCompiledOp, install_ext_stand_in
+
+from .conftest import tiny_task
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -92,3 +95,12 @@ def test_pretrained_classification_checkpoint_is_loaded_and_reported(tmp_path):
     for key, value in classifier.state_dict().items():
         if not key.startswith("head."):
             assert torch.equal(value, loaded[key]), key
+
+
+def test_pretrained_weights_of_another_architecture_are_an_error(tmp_path):
+    from gspn.models import create_model
+
+    denoiser = create_model("gspn_denoiser_nano4", num_classes=5, hidden=16, depth=2, d_state=2, mlp_ratio=1.0)
+    torch.save(denoiser.state_dict(), tmp_path / "denoiser.pt")
+    with pytest.raises(CheckpointError, match="denoiser.pt: no tensor matches the model"):
+        tiny_task(pretrained=str(tmp_path / "denoiser.pt"))
