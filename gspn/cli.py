@@ -8,19 +8,23 @@ Model and data are chosen by class path; every task package in `gspn.tasks` is i
 short class names such as ClassificationTask resolve. Configs are read in jsonargparse's
 `omegaconf+` mode: `${...}` interpolations resolve after every --config and command-line override.
 Each task names in `data_links` the arguments it takes from the data module; the best checkpoint is
-selected on the task's `monitor` metric; checkpoints go to <default_root_dir>/checkpoints (so
-`--ckpt_path last` resumes and `--ckpt_path best` finds the best of the run) and `gspn predict`
-writes files to <default_root_dir>/predictions. Lightning is imported only when the command runs.
+selected on the task's `monitor` metric; each run's checkpoints go to <default_root_dir>/checkpoints/run-N
+(`--ckpt_path last` resumes the newest run and `--ckpt_path best` finds its best checkpoint; see
+gspn/tasks/runs.py) and `gspn predict` writes files to <default_root_dir>/predictions. Lightning is
+imported only when the command runs.
 """
 
 import difflib
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 import sys
 import warnings
 from pathlib import Path
+
+from gspn.errors import CheckpointError, GSPNError
 
 CONFIG_PACKAGES = ("gspn.configs", "gspn.tasks")
 
@@ -54,30 +58,6 @@ def print_configs() -> None:
         print(f"  {path}")
 
 
-def checkpoint_dir(default_root_dir: str | None) -> str:
-    return str(Path(default_root_dir or ".") / "checkpoints")
-
-
-def prediction_dir(default_root_dir: str | None) -> str:
-    return str(Path(default_root_dir or ".") / "predictions")
-
-
-def best_checkpoint(directory: str) -> str:
-    """The best checkpoint recorded by the run whose checkpoints are in `directory` (in its last.ckpt)."""
-    import torch
-
-    last = Path(directory) / "last.ckpt"
-    if last.is_file():
-        states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
-        for key, state in states.items():
-            # "Checkpoint{...}" (older runs: "ModelCheckpoint{...}"); other callbacks hold no best_model_path
-            best = state.get("best_model_path") if key.startswith(("Checkpoint", "ModelCheckpoint")) else None
-            if best and Path(best).is_file():
-                return best
-    raise ValueError(f"--ckpt_path best: no best checkpoint is recorded in {last}; pass a checkpoint file "
-                     f"instead (the files in {directory}, or --trainer.default_root_dir of the run)")
-
-
 def load_class(class_path: str) -> type:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -85,18 +65,6 @@ def load_class(class_path: str) -> type:
 
 def data_value(name: str):
     return lambda data: getattr(data, name, None)
-
-
-def flatten(config, prefix: str = "") -> dict:
-    """Dotted keys of a nested Namespace/dict, e.g. {"init_args.lr": 1e-3}."""
-    items = vars(config) if hasattr(config, "__dict__") else config
-    flat = {}
-    for key, value in items.items():
-        if hasattr(value, "__dict__") or isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def build_cli_class():
@@ -123,11 +91,9 @@ def build_cli_class():
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_lightning_class_args(Checkpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True})
-            parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
             parser.link_arguments("model.monitor", "checkpoint.monitor", apply_on="instantiate")
             parser.link_arguments("model.monitor_mode", "checkpoint.mode", apply_on="instantiate")
             parser.add_lightning_class_args(PredictionWriter, "prediction")
-            parser.link_arguments("trainer.default_root_dir", "prediction.output_dir", compute_fn=prediction_dir)
 
         def before_instantiate_classes(self) -> None:
             # Links are added once the task is known: only the names the chosen task declares, since a
@@ -138,33 +104,92 @@ def build_cli_class():
             for name in getattr(load_class(settings.model.class_path), "data_links", ()):
                 parser.link_arguments("data", f"model.init_args.{name}", compute_fn=data_value(name),
                                       apply_on="instantiate")
+            if subcommand == "predict":
+                one_device(settings.trainer)
 
         def _parse_ckpt_path(self) -> None:
             subcommand = self.config.get("subcommand")
-            if not subcommand:
+            if not subcommand or not self.config[subcommand].get("ckpt_path"):
                 return
             settings = self.config[subcommand]
-            if settings.get("ckpt_path") == "best" and subcommand != "fit":
-                try:
-                    settings.ckpt_path = best_checkpoint(settings.checkpoint.dirpath)
-                except ValueError as error:
-                    self.parser.error(str(error))
-            given = flatten(settings.model)
+            try:
+                settings.ckpt_path = str(resolve_checkpoint(settings, subcommand))
+                self.checkpoint_hparams = checkpoint_hyperparameters(settings.ckpt_path, settings.model.class_path)
+            except GSPNError as error:
+                self.parser.error(str(error))
+            task = load_class(settings.model.class_path)
+            given = given_arguments(settings.model)
             super()._parse_ckpt_path()
-            for key, value in flatten(self.config[subcommand].model).items():
-                if key in given and given[key] != value:
-                    warnings.warn(f"--ckpt_path {settings.ckpt_path}: model.{key} is taken from the checkpoint "
-                                  f"({value!r}), not from the config or command line ({given[key]!r})")
+            model = self.config[subcommand].model
+            for key, value in given.items():
+                if subcommand != "fit" and key in getattr(task, "inference_args", ()):
+                    model.init_args[key] = value  # sampling settings may change after training
+                elif key in model.init_args and model.init_args[key] != value:
+                    warnings.warn(f"--ckpt_path {settings.ckpt_path}: model.init_args.{key} is taken from the "
+                                  f"checkpoint ({model.init_args[key]!r}), not from the config or command line "
+                                  f"({value!r})")
 
         def instantiate_classes(self) -> None:
             # Bad settings found while building the task or the data (unknown backbone, missing folder,
             # a missing link) are one clear line, not a traceback through the parser.
             try:
                 super().instantiate_classes()
+                check_data_links(self.model, self.datamodule, getattr(self, "checkpoint_hparams", None))
             except (ValueError, FileNotFoundError, ImportError) as error:
                 self.parser.error(f"{type(root_cause(error)).__name__}: {root_cause(error)}")
 
     return GSPNCLI, GSPNArgumentParser
+
+
+def resolve_checkpoint(settings, subcommand: str) -> Path:
+    """The file meant by --ckpt_path: "last" (any subcommand) and "best" (not fit) follow the newest
+    run under the checkpoint folder (gspn.tasks.runs); a path is taken as it is."""
+    from gspn.tasks.runs import best_checkpoint, checkpoint_base, last_checkpoint
+
+    base = checkpoint_base(settings.checkpoint.dirpath, settings.trainer.default_root_dir)
+    if settings.ckpt_path == "last":
+        return last_checkpoint(base)
+    if settings.ckpt_path == "best" and subcommand != "fit":
+        return best_checkpoint(base)
+    return Path(settings.ckpt_path)
+
+
+def checkpoint_hyperparameters(path: str, class_path: str) -> dict:
+    """The task arguments stored in a checkpoint; a checkpoint of another task is an error."""
+    from gspn.models import read_checkpoint
+
+    hparams = read_checkpoint(path).get("hyper_parameters", {})
+    made_by = hparams.get("_class_path")
+    if made_by and made_by.rsplit(".", 1)[-1] != class_path.rsplit(".", 1)[-1]:
+        raise CheckpointError(f"--ckpt_path {path}: a checkpoint of {made_by.rsplit('.', 1)[-1]}, but the config's "
+                              f"model is {class_path.rsplit('.', 1)[-1]}")
+    return hparams
+
+
+def check_data_links(task, data, checkpoint_hparams: dict | None) -> None:
+    """A value the task takes from the data module (num_classes) must match the checkpoint's."""
+    for name in getattr(task, "data_links", ()) if checkpoint_hparams else ():
+        stored, offered = checkpoint_hparams.get(name), getattr(data, name, None)
+        if stored is not None and offered is not None and stored != offered:
+            raise CheckpointError(f"--ckpt_path: the checkpoint's model has {name}={stored} but the data module "
+                                  f"gives {name}={offered}; to train on other data start from the weights "
+                                  "(model.init_args.pretrained) instead of resuming")
+
+
+def given_arguments(model) -> dict:
+    """The task arguments set by a config or the command line: those that differ from the defaults."""
+    defaults = class_defaults(model.class_path)
+    init_args = dict(vars(model.init_args)) if hasattr(model.init_args, "__dict__") else dict(model.init_args)
+    return {key: value for key, value in init_args.items() if key in defaults and defaults[key] != value}
+
+
+def one_device(trainer) -> None:
+    """`gspn predict` writes one file set: it runs in one process, on one device."""
+    if trainer.get("devices") not in (1, "1", None) or trainer.get("num_nodes", 1) != 1 or \
+            trainer.get("strategy") not in ("auto", None):
+        warnings.warn(f"gspn predict runs on one device (devices {trainer.get('devices')} -> 1) so that it "
+                      "writes one set of files")
+        trainer.devices, trainer.num_nodes, trainer.strategy = 1, 1, "auto"
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -191,20 +216,26 @@ def closest_key(message: str, parser) -> str | None:
     return None
 
 
-def class_arguments(class_path: str) -> set[str]:
-    """The keyword arguments a class accepts, following **kwargs up its bases."""
+def class_defaults(class_path: str) -> dict:
+    """The keyword arguments a class accepts and their defaults, following **kwargs up its bases."""
     try:
         cls = load_class(class_path)
     except (ImportError, AttributeError, ValueError):
-        return set()
-    names = set()
+        return {}
+    defaults = {}
     for base in getattr(cls, "__mro__", ()):
         if "__init__" in vars(base):
             parameters = inspect.signature(base.__init__).parameters.values()
-            names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+            for p in parameters:
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self":
+                    defaults.setdefault(p.name, None if p.default is p.empty else p.default)
             if not any(p.kind == p.VAR_KEYWORD for p in parameters):
                 break
-    return names
+    return defaults
+
+
+def class_arguments(class_path: str) -> set[str]:
+    return set(class_defaults(class_path))
 
 
 def cli_main(args: list[str] | None = None):
@@ -227,4 +258,20 @@ def cli_main(args: list[str] | None = None):
 
 
 def main() -> None:
-    cli_main()
+    """The console entry point: the project's own errors are one line (exit status 1) unless --debug
+    is given or GSPN_DEBUG is set; Ctrl-C during training exits with status 130 after saving."""
+    from gspn.tasks.checkpoint import RunInterrupted
+
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        os.environ["GSPN_DEBUG"] = "1"
+    try:
+        cli_main()
+    except RunInterrupted as stop:
+        sys.stderr.write(f"{stop}\n")
+        sys.exit(130)
+    except GSPNError as error:
+        if os.environ.get("GSPN_DEBUG"):
+            raise
+        sys.stderr.write(f"error: {error}\n(the traceback: --debug)\n")
+        sys.exit(1)

@@ -18,14 +18,16 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
+
+from gspn.errors import ConfigError, NonFiniteError
 
 from .ema import EMA
 from .optim import SCHEDULES, lr_factor, optimizer_class, parameter_groups
@@ -55,6 +57,11 @@ class BaseTask(LightningModule):
         ema_decay: keep an EMA of the weights with this decay; validation, checkpoints and
             `load_checkpoint` then use the averaged weights.
         ema_warmup: ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) over the first n updates.
+        nonfinite: what a step with a non-finite loss or gradient does: "stop" the run with an error naming
+            the step and its batch (checkpoints already written stay as they are), or "skip" the step
+            (the weights and optimiser state stay unchanged; skipped steps are counted and reported at
+            the end). Under precision 16-mixed the gradient scaler owns overflowing gradients; only the
+            loss is checked there.
     """
 
     monitor: ClassVar[str] = "val_loss"  # the metric that selects the best checkpoint
@@ -64,9 +71,12 @@ class BaseTask(LightningModule):
     def __init__(self, lr: float = 1e-3, lr_batch_size: int | None = None, weight_decay: float = 0.05,
                  optimizer: str = "AdamW", optimizer_args: dict[str, Any] | None = None, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.01,
-                 poly_power: float = 1.0, ema_decay: float | None = None, ema_warmup: bool = True):
+                 poly_power: float = 1.0, ema_decay: float | None = None, ema_warmup: bool = True,
+                 nonfinite: Literal["stop", "skip"] = "stop"):
         super().__init__()
         self.save_hyperparameters()
+        self.skipped_steps: list[int] = []
+        self.planned_steps: int | None = None  # the total of the run a resumed checkpoint belongs to
         self.check_arguments()
         self.configure_models()
         self.configure_losses()
@@ -81,6 +91,8 @@ class BaseTask(LightningModule):
                                  f"(give the data module a `{key}` attribute); in Python, pass {key}=...")
         if hp.schedule not in SCHEDULES:
             raise ValueError(f"{name}: schedule must be one of {SCHEDULES}, got {hp.schedule!r}")
+        if hp.nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"{name}: nonfinite must be 'stop' or 'skip', got {hp.nonfinite!r}")
         if hp.warmup_epochs and hp.warmup_steps:
             raise ValueError(f"{name}: give warmup_epochs or warmup_steps, not both "
                              f"(got {hp.warmup_epochs} and {hp.warmup_steps})")
@@ -142,11 +154,68 @@ class BaseTask(LightningModule):
         if total is None and hp.schedule != "constant":
             raise ValueError(f"{type(self).__name__}: the {hp.schedule} schedule needs an end: set "
                              "trainer.max_steps or trainer.max_epochs, or use schedule: constant")
+        if hp.schedule != "constant" and self.planned_steps not in (None, total):
+            rank_zero_warn(f"the run resumed was planned for {self.planned_steps:,} steps and now has {total:,}: "
+                           f"its {hp.schedule} learning-rate schedule is recomputed for {total:,} steps, so the rate "
+                           "differs from the first step on (schedule: constant keeps it)")
         warmup = round(hp.warmup_epochs * self.steps_per_epoch()) if hp.warmup_epochs else hp.warmup_steps
         factor = dict(warmup_steps=warmup, total_steps=total, schedule=hp.schedule, min_lr_ratio=hp.min_lr_ratio,
                       power=hp.poly_power)
         schedule = LambdaLR(optimizer, lambda step: lr_factor(step, **factor))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # Non-finite steps.
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        def checked_closure():
+            loss = optimizer_closure()
+            self.check_finite(loss, epoch, batch_idx, optimizer)
+            return loss
+
+        optimizer.step(closure=checked_closure)
+
+    def check_finite(self, loss: torch.Tensor | None, epoch: int, batch_idx: int, optimizer) -> None:
+        """After the backward, before the optimiser: stop or skip (see `nonfinite`) a step whose loss or
+        gradients hold NaN or infinity."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
+        bad_loss = loss is not None and not bool(torch.isfinite(loss).all())
+        bad_grads = []
+        if scaler is None and grads:
+            finite = torch.stack([g.detach().float().norm() for g in grads.values()]).isfinite().tolist()
+            bad_grads = [name for name, ok in zip(grads, finite) if not ok]
+        if not (bad_loss or bad_grads):
+            return
+        step = self.trainer.global_step + 1
+        what = (f"loss {loss.item()}" if bad_loss else "") + (" and " if bad_loss and bad_grads else "") + \
+            (f"non-finite gradients in {len(bad_grads)} tensors ({', '.join(bad_grads[:3])}"
+             f"{', ...' if len(bad_grads) > 3 else ''})" if bad_grads else "")
+        if self.hparams.nonfinite == "skip":
+            self.skipped_steps.append(step)
+            if scaler is None:  # parameters without a gradient are left alone by torch's optimisers
+                for group in optimizer.param_groups:
+                    for parameter in group["params"]:
+                        parameter.grad = None
+            return
+        data = self.trainer.datamodule
+        batch = data.describe_training_batch(epoch, batch_idx) if hasattr(data, "describe_training_batch") else ""
+        raise NonFiniteError(f"step {step:,} (epoch {epoch}, batch {batch_idx}): {what}. "
+                             + (f"The batch: {batch}. " if batch else "")
+                             + "The checkpoints written so far are untouched; to skip such steps instead, set "
+                               "--model.init_args.nonfinite skip")
+
+    def on_train_end(self) -> None:
+        if self.skipped_steps:
+            shown = ", ".join(map(str, self.skipped_steps[:20])) + (", ..." if len(self.skipped_steps) > 20 else "")
+            rank_zero_warn(f"skipped {len(self.skipped_steps)} steps with a non-finite loss or gradients: {shown}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_steps"] = list(self.skipped_steps)
+        if self.trainer.state.fn == "fit":
+            checkpoint["planned_steps"] = self.total_steps()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = list(checkpoint.get("skipped_steps", []))
+        self.planned_steps = checkpoint.get("planned_steps")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Lightning does not checkpoint the global RNGs. Reseeding them from (seed, epoch, batch, rank)

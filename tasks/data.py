@@ -81,16 +81,12 @@ class TaskDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Lightning may build this loader before it restores the loops from a checkpoint, so the
         # sampler is told which epoch to shorten rather than the current one.
-        trainer = self.trainer
         resume = None
         if self.resume_batches is not None:
             epoch, batches = self.resume_batches
             resume = (epoch, batches * self.batch_size)
             self.resume_batches = None
-        sampler = EpochShuffleSampler(self.datasets["train"], num_replicas=trainer.world_size if trainer else 1,
-                                      rank=trainer.global_rank if trainer else 0,
-                                      seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=True, resume=resume)
-        return self.loader("train", sampler, drop_last=True)
+        return self.loader("train", self.training_sampler(resume), drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")
@@ -101,12 +97,37 @@ class TaskDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.loader("predict" if "predict" in self.datasets else "val")
 
-    def state_dict(self) -> dict[str, int]:
+    def training_sampler(self, resume: tuple[int, int] | None = None) -> EpochShuffleSampler:
         trainer = self.trainer
-        if trainer is None or not trainer.training:
+        return EpochShuffleSampler(self.datasets["train"], num_replicas=trainer.world_size if trainer else 1,
+                                   rank=trainer.global_rank if trainer else 0,
+                                   seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=True, resume=resume)
+
+    def describe_training_batch(self, epoch: int, batch_index: int) -> str:
+        """The samples of this rank's training batch `batch_index` of `epoch`, by file where the
+        dataset has files (`samples` of (path, ...) or `paths`), else by index."""
+        sampler = self.training_sampler()
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        dataset = self.datasets["train"]
+        if hasattr(dataset, "samples"):
+            return "files " + ", ".join(str(dataset.samples[index][0]) for index, _, _ in indices)
+        if hasattr(dataset, "paths"):
+            return "files " + ", ".join(str(dataset.paths[index]) for index, _, _ in indices)
+        return "training samples " + ", ".join(str(index) for index, _, _ in indices)
+
+    def state_dict(self) -> dict[str, int]:
+        # Saved with every checkpoint of `fit`, whether written during training, during a validation
+        # inside the epoch or when training ends: how many batches of the current epoch are done. A
+        # complete epoch records nothing (the next one starts from its beginning).
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit" or trainer.sanity_checking:
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": trainer.current_epoch, "batches": done}
+        if done == 0 or done >= trainer.num_training_batches:
+            return {}
+        # the epoch in progress (current_epoch already counts it done when training stops inside it)
+        return {"epoch": trainer.fit_loop.epoch_progress.current.started - 1, "batches": done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:

@@ -7,11 +7,15 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 class PredictionWriter(BasePredictionWriter):
     """After each predicted batch, hands the task's `predict_step` output to its `write_prediction`
-    with the output folder (created on first use)."""
+    with the output folder: `output_dir`, or `<default_root_dir>/predictions` when it is not given."""
 
-    def __init__(self, output_dir: str = "predictions"):
+    def __init__(self, output_dir: str | None = None):
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir) if output_dir else None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         self.output_dir.mkdir(parents=True, exist_ok=True)

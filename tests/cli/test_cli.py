@@ -164,14 +164,14 @@ def test_validate_best_in_a_new_run_and_overridden_arguments_warn(config_file):
     with pytest.warns(UserWarning, match=r"model\.init_args\.lr is taken from the checkpoint"):
         cli = cli_main(["validate", "--config", config_file, "--ckpt_path", "best", "--model.init_args.lr", "0.5"])
     best = cli.trainer.ckpt_path
-    assert Path(best).name.startswith("epoch=") and Path(best).parent.name == "checkpoints"
+    assert Path(best).name.startswith("epoch=") and Path(best).parent.name == "run-1"
     assert cli.model.hparams.lr == 1e-3
     assert "val_acc1" in cli.trainer.callback_metrics
 
 
 def test_best_without_a_run_says_what_to_pass(config_file, capsys):
     lines = command_error(["validate", "--config", config_file, "--ckpt_path", "best"], capsys)
-    assert "--ckpt_path best: no best checkpoint is recorded" in lines[0]
+    assert "--ckpt_path best: no run under" in lines[0] and "checkpoints" in lines[0]
 
 
 def test_predict_writes_a_csv_for_a_folder_of_images(config_file, tmp_path):
@@ -248,7 +248,7 @@ def test_evaluation_and_checkpoints_use_the_ema_weights(tmp_path):
     settings["model"]["init_args"].update(lr=1e-2, ema_decay=0.5)
     cli = cli_main(["fit", "--config", write_config(tmp_path / "ema.yaml", settings)])
     recorder = next(c for c in cli.trainer.callbacks if isinstance(c, RecordEvaluatedWeights))
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt", weights_only=False)
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     weight = "model.head.fc.weight"
     assert not torch.equal(averaged[weight], raw[weight])
@@ -257,7 +257,7 @@ def test_evaluation_and_checkpoints_use_the_ema_weights(tmp_path):
     # what load_checkpoint and `pretrained` read: the average
     from gspn.models import create_model, load_checkpoint
     model = create_model("gspn_nano", num_classes=8, **settings["model"]["init_args"]["backbone_args"])
-    report = load_checkpoint(model, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    report = load_checkpoint(model, tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt")
     assert report.clean, report
     assert torch.equal(model.head.fc.weight, averaged[weight])
 
@@ -287,7 +287,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stderr + result.stdout
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2  # 32 samples / (2 processes * batch 8)
 
 
@@ -334,7 +334,7 @@ def test_a_run_that_ends_between_validations_keeps_its_last_steps(tmp_path):
     settings["model"]["init_args"].update(lr=1e-2, ema_decay=0.5)
     cli = cli_main(["fit", "--config", write_config(tmp_path / "three.yaml", settings)])
     recorder = next(c for c in cli.trainer.callbacks if isinstance(c, RecordRawWeights))
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 3
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert not torch.equal(averaged["model.head.fc.weight"], raw["model.head.fc.weight"])

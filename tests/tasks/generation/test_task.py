@@ -91,7 +91,7 @@ def test_validate_reports_fid_kid_class_accuracy_and_the_real_baseline(tmp_path)
 
 def test_sampling_at_twice_the_training_resolution(tmp_path):
     run("fit", tiny_config(tmp_path / "run"), tmp_path / "fit.yaml")
-    task = GenerationTask.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    task = GenerationTask.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt")
     labels = torch.tensor([0, 5])
     images = task.generate(labels, task.sample_noise(labels, torch.arange(2), size=32), steps=2)
     assert images.shape == (2, 3, 32, 32) and images.isfinite().all()

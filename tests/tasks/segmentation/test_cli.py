@@ -21,7 +21,7 @@ def test_fit_links_the_data_and_logs_the_metrics(config_file):
     assert {"train_loss", "train_decode_loss", "train_aux_loss", "val_loss", "val_mIoU", "val_aAcc"} <= set(
         cli.trainer.callback_metrics)
     assert cli.trainer.global_step == 2
-    assert (Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt").is_file()
+    assert (Path(cli.trainer.default_root_dir) / "checkpoints" / "run-1" / "last.ckpt").is_file()
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
