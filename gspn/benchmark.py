@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gspn.ops import available_backends, propagate
+from gspn.ops import DIRECTIONS, available_backends, propagate
 
 CPU_SHAPES = [(8, 96, 56, 56), (8, 192, 28, 28), (8, 384, 14, 14), (2, 8, 256, 256), (1, 8, 1024, 1024)]
 CUDA_SHAPES = [(16, 8, 1024, 1024), (256, 1, 1024, 1024), (32, 196, 32, 32), (1, 768, 64, 64), (1, 1152, 64, 64),
@@ -160,7 +160,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--backends", help="comma-separated; default: every available backend and the baselines")
     parser.add_argument("--shapes", help="comma-separated BxCxHxW, e.g. 8x96x56x56; default: the device's list")
-    parser.add_argument("--direction", choices=["lr", "rl", "tb", "bt"], default="lr")
+    parser.add_argument("--direction", choices=DIRECTIONS, default="lr")
     parser.add_argument("--chunk", type=int, default=None, help="local scan chunk (default: global)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")

@@ -26,9 +26,9 @@ def propagate_backward_flop(dh_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * BACKWARD_MACS_PER_ELEMENT * math.prod(dh_shape)
 
 
-# The fused mixer op (gspn.ops.mixer) counts what the per-direction mixer counted for the same work:
-# four scans at 4 MACs per element, the merge of the four directions (4 MACs per output element, as
-# its einsum was counted) and, with `proj`, the 1x1 projection it applies per pixel (4Q * R MACs).
+# The fused mixer op (gspn.ops.mixer) counts four scans at 4 MACs per element (as four `propagate`
+# calls count), the merge of the four directions (4 MACs per output element) and, with `proj`, the
+# 1x1 projection it applies per pixel (4Q * R MACs).
 MIXER_FORWARD_MACS_PER_ELEMENT = 4 * FORWARD_MACS_PER_ELEMENT + 4
 MIXER_BACKWARD_MACS_PER_ELEMENT = 4 * BACKWARD_MACS_PER_ELEMENT + 8
 
