@@ -14,4 +14,4 @@ demo: install
 	$(PYTHON) -m gspn fit --config tasks/classification/configs/demo.yaml
 
 bench: install
-	$(PYTHON) -m gspn.benchmark
+	$(PYTHON) -m gspn.benchmarks.propagate

@@ -9,7 +9,7 @@ defines them. Everything is built with differentiable torch ops, so autograd giv
 
 import torch
 
-from gspn.benchmark import FROM_LR, TO_LR  # the API's definition of the directions, as transforms
+from gspn.benchmarks.propagate import FROM_LR, TO_LR  # the API's definition of the directions, as transforms
 
 
 def _column_matrix(a, b, c):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gspn.benchmark import FROM_LR, TO_LR
+from gspn.benchmarks.propagate import FROM_LR, TO_LR
 from gspn.ops import DIRECTIONS, backends, cpu, mixer_propagate, mixer_reference
 from gspn.ops import flops as _flops  # noqa: F401  (registers the op's formula)
 from tests.oracle import dense_propagate

@@ -1,4 +1,4 @@
-"""The GSPN mixer against attention and a depthwise conv: `python -m gspn.benchmark_mixer [--quick]`.
+"""The GSPN mixer against attention and a depthwise conv: `python -m gspn.benchmarks.mixer [--quick]`.
 
 Everything is measured side by side in one run (variants interleaved, the median of the repeats), so
 the ratios hold on a busy machine even where the absolute times do not:
@@ -20,10 +20,6 @@ resident set before the step, the heap trimmed first (malloc_trim), so this foll
 
 import argparse
 import copy
-import ctypes
-import gc
-import statistics
-import time
 from collections import defaultdict
 
 import torch
@@ -31,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gspn.nn import GSPNMixer, SelfAttention, configure_mixers
+
+from .common import median_seconds, peak_memory, print_table
 
 WIDTH, BATCH, HEADS = 96, 2, 3
 SIZES = (14, 28, 56, 112, 160)
@@ -47,36 +45,6 @@ def layers(width: int) -> dict[str, nn.Module]:
             "GSPN-2 mixer, fused": gspn2, "GSPN-2 mixer, reference": reference2,
             f"attention (SDPA, {HEADS} heads)": SelfAttention(width, HEADS),
             "depthwise conv 7x7": nn.Conv2d(width, width, 7, padding=3, groups=width)}
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _trim() -> None:
-    """Hand the heap's free memory back to the system (glibc), so that the next peak shows in the RSS."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_bytes(fn) -> int | None:
-    """Peak resident memory of fn() over the resident memory before it (None where Linux has no VmHWM)."""
-    gc.collect()
-    _trim()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    before = _status("VmRSS")
-    fn()
-    return max(_status("VmHWM") - before, 0)
 
 
 def saved_bytes(fn, exclude: list[torch.Tensor]) -> int:
@@ -106,34 +74,6 @@ def op_share(step) -> float:
     return ours / total if total else 0.0
 
 
-def interleaved(fns: dict[str, callable], repeats: int, budget_s: float) -> dict[str, float]:
-    """Median seconds of each fn, the fns taking turns; slow ones run fewer times (at least once)."""
-    times: dict[str, list[float]] = defaultdict(list)
-    first = {}
-    for name, fn in fns.items():  # warm-up, which also sizes the repeats
-        begin = time.perf_counter()
-        fn()
-        first[name] = time.perf_counter() - begin
-    for rep in range(repeats):
-        for name, fn in fns.items():
-            if rep > 0 and first[name] * (rep + 1) > budget_s:
-                continue
-            begin = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - begin)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def print_table(title: str, rows: list[dict]) -> None:
-    print(f"\n{title}")
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |")
-    print("| " + " | ".join("-" * widths[c] for c in columns) + " |")
-    for r in rows:
-        print("| " + " | ".join(str(r[c]).ljust(widths[c]) for c in columns) + " |")
-
-
 def layer_table(sizes, repeats: int, budget_s: float) -> None:
     rows = []
     for size in sizes:
@@ -148,15 +88,15 @@ def layer_table(sizes, repeats: int, budget_s: float) -> None:
         def step(m):
             torch.autograd.backward(m(x), grad)
 
-        fwd = interleaved({n: (lambda m=m: forward(m)) for n, m in mods.items()}, repeats, budget_s)
-        both = interleaved({n: (lambda m=m: step(m)) for n, m in mods.items()}, repeats, budget_s)
+        fwd = median_seconds({n: (lambda m=m: forward(m)) for n, m in mods.items()}, repeats, budget_s=budget_s)
+        both = median_seconds({n: (lambda m=m: step(m)) for n, m in mods.items()}, repeats, budget_s=budget_s)
         for name, m in mods.items():
             params = list(m.parameters())
             share = op_share(lambda: step(m)) if "fused" in name else None
             rows.append({
                 "tokens": f"{size}^2", "layer": name,
                 "fwd ms": f"{fwd[name] * 1e3:.1f}", "fwd+bwd ms": f"{both[name] * 1e3:.1f}",
-                "peak MB": _mb(peak_bytes(lambda: step(m))),
+                "peak MB": _mb_over(peak_memory(lambda: step(m))),
                 "saved MB": _mb(saved_bytes(lambda: m(x), params + [x])),
                 "op share": f"{100 * share:.0f}%" if share is not None else "-",
             })
@@ -167,11 +107,17 @@ def layer_table(sizes, repeats: int, budget_s: float) -> None:
               f"GSPN-2 fused {attention / both['GSPN-2 mixer, fused']:.2f}x; fused vs reference: GSPN-1 "
               f"{both['GSPN-1 mixer, reference'] / both['GSPN-1 mixer, fused']:.2f}x, GSPN-2 "
               f"{both['GSPN-2 mixer, reference'] / both['GSPN-2 mixer, fused']:.2f}x", flush=True)
-    print_table(f"Layers of width {WIDTH}, batch {BATCH}, {torch.get_num_threads()} threads (median times)", rows)
+    print_table(rows, f"Layers of width {WIDTH}, batch {BATCH}, {torch.get_num_threads()} threads (median times)",
+                markdown=True)
 
 
 def _mb(n) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
+
+
+def _mb_over(memory: tuple[int, int] | None) -> str:
+    """The peak over the memory before, from peak_memory, in MB."""
+    return _mb(None if memory is None else memory[1] - memory[0])
 
 
 def model_step(model, images, labels):
@@ -194,13 +140,14 @@ def model_table(names, batch: int, size: int, repeats: int, budget_s: float) -> 
         variants = {f"{name}, fused": model_step(fused, images, labels),
                     f"{name}, reference": model_step(reference, images, labels)}
         steps.update(variants)
-        times = interleaved(variants, repeats, budget_s)
+        times = median_seconds(variants, repeats, budget_s=budget_s)
         for variant, fn in variants.items():
             rows.append({"model": variant, "step s": f"{times[variant]:.2f}",
-                         "images/s": f"{batch / times[variant]:.2f}", "peak MB per step": _mb(peak_bytes(fn))})
+                         "images/s": f"{batch / times[variant]:.2f}", "peak MB per step": _mb_over(peak_memory(fn))})
         print(f"{name}: fused {times[f'{name}, reference'] / times[f'{name}, fused']:.2f}x the reference "
               "backend's throughput", flush=True)
-    print_table(f"Training steps (forward, cross-entropy, backward) at {size} x {size}, batch {batch}", rows)
+    print_table(rows, f"Training steps (forward, cross-entropy, backward) at {size} x {size}, batch {batch}",
+                markdown=True)
     return steps
 
 
@@ -233,7 +180,7 @@ def profile_table(steps: dict) -> None:
             shares[kind_of(e.key)] += e.self_cpu_time_total
         total = sum(shares.values())
         rows.append({"step": variant, **{k: f"{100 * shares[k] / total:.0f}%" for k in KINDS}})
-    print_table("Profile of one training step (self CPU time by kind of op)", rows)
+    print_table(rows, "Profile of one training step (self CPU time by kind of op)", markdown=True)
 
 
 def main(argv=None) -> None:

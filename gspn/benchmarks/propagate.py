@@ -1,4 +1,4 @@
-"""Time the propagation backends: `python -m gspn.benchmark [--device cuda] [--quick] [--plan]`.
+"""Time the propagation backends: `python -m gspn.benchmarks.propagate [--device cuda] [--quick] [--plan]`.
 
 For every backend, shape and weight mode (per-channel G = C, shared G = 1) it prints the median time
 of forward (no autograd), backward alone and forward + backward (one training step), the achieved
@@ -14,13 +14,13 @@ bandwidth on an H100 (gspn.ops.launch_plan), a model and not a measurement.
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from gspn.ops import DIRECTIONS, available_backends, propagate
+
+from .common import median_seconds, print_table
 
 CPU_SHAPES = [(8, 96, 56, 56), (8, 192, 28, 28), (8, 384, 14, 14), (2, 8, 256, 256), (1, 8, 1024, 1024)]
 CUDA_SHAPES = [(16, 8, 1024, 1024), (256, 1, 1024, 1024), (32, 196, 32, 32), (1, 768, 64, 64), (1, 1152, 64, 64),
@@ -33,32 +33,12 @@ SDPA_FLOP_LIMIT = 1e14  # attention over a million tokens would take hours
 WARMUP = 2
 
 
-def measure(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of fn() after warm-up; CUDA runs are timed with events."""
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
-
-
 def copy_bandwidth(device: torch.device, repeats: int) -> float:
     """Bytes per second of a large tensor copy_ (read + write), well beyond the caches."""
     src = torch.randn(2**28 if device.type == "cuda" else 2**26, device=device)
     dst = torch.empty_like(src)
-    return 2 * src.nbytes / measure(lambda: dst.copy_(src), device, repeats)
+    return 2 * src.nbytes / median_seconds({"copy": lambda: dst.copy_(src)}, repeats, warmup=WARMUP,
+                                           device=device)["copy"]
 
 
 TO_LR = {"lr": lambda t: t, "rl": lambda t: t.flip(3), "tb": lambda t: t.transpose(2, 3),
@@ -126,14 +106,6 @@ def run_case(fn, inputs, fwd_bytes, bwd_bytes):
     return forward, step, lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True), fwd_bytes, bwd_bytes
 
 
-def print_table(rows: list[dict]) -> None:
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.rjust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(str(r[c]).rjust(widths[c]) for c in columns))
-
-
 def skipped(backend, shape, mode) -> bool:
     if backend == SDPA:
         B, _, H, W = shape
@@ -196,7 +168,9 @@ def main(argv=None) -> None:
                     else:
                         *timed, fwd_bytes, bwd_bytes = scan_case(backend, shape, groups, dtype, device,
                                                                  args.direction, args.chunk)
-                    t_fwd, t_step, t_bwd = (measure(f, device, repeats) for f in timed)
+                    times = median_seconds(dict(zip(("fwd", "step", "bwd"), timed)), repeats, warmup=WARMUP,
+                                           device=device)
+                    t_fwd, t_step, t_bwd = times["fwd"], times["step"], times["bwd"]
                     case = ("x".join(map(str, shape)), mode, str(dtype).removeprefix("torch."))
                     steps[case, backend] = t_step
                     rows.append({

@@ -1,0 +1,17 @@
+"""Benchmarks and measurements, one module each, run as `python -m gspn.benchmarks.<name>`:
+
+    propagate     the propagation op's backends: forward and backward times, bandwidth and its share of
+                  the copy bandwidth (`--device cuda` on a GPU); `--plan` prints the CUDA kernels' launch
+                  plans and their modelled bandwidth on an H100 (gspn.ops.launch_plan), no GPU needed
+    mixer         the GSPN mixer against SDPA attention and a depthwise conv, gspn_t / gspn2_t training
+                  steps and their profile (docs/mixer.md)
+    generation    parameters and GMACs of the denoiser presets next to DiT's, and the demo denoiser's
+                  CPU throughput (docs/generation.md)
+    segmentation  size, GMACs, speed and memory of UPerNet-GSPN (docs/segmentation.md; `seg` extra)
+
+`common` holds what they share: the timer (`median_seconds`), the table printer (`print_table`) and
+the peak-memory reader (`peak_memory`).
+
+A benchmark of a task sits above gspn.tasks (docs/design.md §2) and imports it inside its functions,
+so importing this package, `common`, `propagate` or `mixer` needs no Lightning.
+"""
