@@ -273,5 +273,14 @@ def main() -> None:
     except GSPNError as error:
         if os.environ.get("GSPN_DEBUG"):
             raise
-        sys.stderr.write(f"error: {error}\n(the traceback: --debug)\n")
+        sys.stderr.write(f"error: {one_line(error)}\n(the traceback: --debug)\n")
         sys.exit(1)
+
+
+def one_line(error: Exception) -> str:
+    """The message of an error; one raised in a DataLoader worker carries the worker's traceback, of
+    which the last line is the message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text

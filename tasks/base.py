@@ -67,6 +67,8 @@ class BaseTask(LightningModule):
     monitor: ClassVar[str] = "val_loss"  # the metric that selects the best checkpoint
     monitor_mode: ClassVar[str] = "min"
     data_links: ClassVar[tuple[str, ...]] = ()  # arguments the `gspn` command takes from the data module
+    # arguments that evaluation and prediction take from the command line rather than the checkpoint
+    inference_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, lr: float = 1e-3, lr_batch_size: int | None = None, weight_decay: float = 0.05,
                  optimizer: str = "AdamW", optimizer_args: dict[str, Any] | None = None, schedule: str = "cosine",
@@ -87,15 +89,15 @@ class BaseTask(LightningModule):
         name, hp = type(self).__name__, self.hparams
         for key in self.data_links:
             if hp.get(key) is None:
-                raise ValueError(f"{name}: {key} is needed. The `gspn` command takes it from the data module "
-                                 f"(give the data module a `{key}` attribute); in Python, pass {key}=...")
+                raise ConfigError(f"{name}: {key} is needed. The `gspn` command takes it from the data module "
+                                  f"(give the data module a `{key}` attribute); in Python, pass {key}=...")
         if hp.schedule not in SCHEDULES:
-            raise ValueError(f"{name}: schedule must be one of {SCHEDULES}, got {hp.schedule!r}")
+            raise ConfigError(f"{name}: schedule must be one of {SCHEDULES}, got {hp.schedule!r}")
         if hp.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"{name}: nonfinite must be 'stop' or 'skip', got {hp.nonfinite!r}")
         if hp.warmup_epochs and hp.warmup_steps:
-            raise ValueError(f"{name}: give warmup_epochs or warmup_steps, not both "
-                             f"(got {hp.warmup_epochs} and {hp.warmup_steps})")
+            raise ConfigError(f"{name}: give warmup_epochs or warmup_steps, not both "
+                              f"(got {hp.warmup_epochs} and {hp.warmup_steps})")
         optimizer_class(hp.optimizer)
 
     # The hooks a task fills.
@@ -107,6 +109,9 @@ class BaseTask(LightningModule):
 
     def configure_metrics(self) -> None:
         pass
+
+    def start_prediction(self, output_dir: Path) -> None:
+        """Remove this task's outputs of an earlier `gspn predict` from output_dir (before predicting)."""
 
     def write_prediction(self, prediction: Any, output_dir: Path) -> None:
         """Write one batch of `predict_step` outputs as files under output_dir (`gspn predict`)."""
@@ -129,7 +134,7 @@ class BaseTask(LightningModule):
             return self.hparams.lr
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
         if batch_size is None:
-            raise ValueError(f"{type(self).__name__}: lr_batch_size needs a data module with a `batch_size` attribute")
+            raise ConfigError(f"{type(self).__name__}: lr_batch_size needs a data module with a `batch_size` attribute")
         effective = batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = self.hparams.lr * effective / self.hparams.lr_batch_size
         rank_zero_info(f"learning rate {self.hparams.lr:g} x {effective} / {self.hparams.lr_batch_size} = {lr:g}")
@@ -152,8 +157,8 @@ class BaseTask(LightningModule):
                                                   **(hp.optimizer_args or {}))
         total = self.total_steps()
         if total is None and hp.schedule != "constant":
-            raise ValueError(f"{type(self).__name__}: the {hp.schedule} schedule needs an end: set "
-                             "trainer.max_steps or trainer.max_epochs, or use schedule: constant")
+            raise ConfigError(f"{type(self).__name__}: the {hp.schedule} schedule needs an end: set "
+                              "trainer.max_steps or trainer.max_epochs, or use schedule: constant")
         if hp.schedule != "constant" and self.planned_steps not in (None, total):
             rank_zero_warn(f"the run resumed was planned for {self.planned_steps:,} steps and now has {total:,}: "
                            f"its {hp.schedule} learning-rate schedule is recomputed for {total:,} steps, so the rate "

@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from gspn.errors import ConfigError
+
 
 class EpochShuffleSampler(DistributedSampler):
     """A DistributedSampler yielding keys (index, seed, epoch). `resume` = (epoch, count) drops the
@@ -61,7 +63,7 @@ class TaskDataModule(LightningDataModule):
     def __init__(self, batch_size: int = 64, num_workers: int = 4):
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"{type(self).__name__}: batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"{type(self).__name__}: batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.datasets: dict[str, Dataset] = {}

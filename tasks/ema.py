@@ -12,6 +12,8 @@ import functools
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
+from gspn.errors import ConfigError
+
 
 def ema_average(average: Tensor, current: Tensor, updates: Tensor, *, decay: float, warmup: bool) -> Tensor:
     """One EMA step. With warm-up the decay is min(decay, (1 + n) / (10 + n)) after n updates, so short
@@ -29,7 +31,7 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float, warmup: bool = True):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay: expected a value in (0, 1), got {decay}")
+            raise ConfigError(f"ema_decay: expected a value in (0, 1), got {decay}")
         super().__init__(use_buffers=True, avg_fn=functools.partial(ema_average, decay=decay, warmup=warmup))
         self.decay = decay
 

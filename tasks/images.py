@@ -11,12 +11,12 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gspn.errors import DataError
+from gspn.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class UnreadableImageError(RuntimeError):
+class UnreadableImageError(DataError):
     pass
 
 
@@ -79,7 +79,7 @@ def check_readable(paths: list[Path], policy: str, owner: str,
     if policy == "off":
         return paths
     if policy not in ("error", "skip"):
-        raise ValueError(f"{owner}: verify_images must be 'off', 'error' or 'skip', got {policy!r}")
+        raise ConfigError(f"{owner}: verify_images must be 'off', 'error' or 'skip', got {policy!r}")
     bad = find_unreadable(paths)
     if bad and policy == "error":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in bad)
@@ -98,10 +98,10 @@ class UnlabelledImages(Dataset):
                  verify_images: str = "off", remedy: str = "set verify_images: skip to leave them out"):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"predict_root: {root} is not a folder")
+            raise DataError(f"predict_root: {root} is not a folder")
         self.paths = check_readable(list_images(root), verify_images, f"predict_root {root}", remedy)
         if not self.paths:
-            raise FileNotFoundError(f"predict_root: no readable images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+            raise DataError(f"predict_root: no readable images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
         self.transform = transform
 
     def __len__(self) -> int:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from gspn.errors import ConfigError
+
 SCHEDULES = ("cosine", "poly", "constant")
 
 
@@ -32,8 +34,8 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     else:
         found = getattr(torch.optim, name, None)
     if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
-        raise ValueError(f"optimizer: expected a class of torch.optim (AdamW, SGD, ...) or a dotted path to an "
-                         f"optimiser class, got {name!r}")
+        raise ConfigError(f"optimizer: expected a class of torch.optim (AdamW, SGD, ...) or a dotted path to an "
+                          f"optimiser class, got {name!r}")
     return found
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -16,6 +17,17 @@ class PredictionWriter(BasePredictionWriter):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "predictions"
+        if stage == "predict":
+            pl_module.start_prediction(self.output_dir)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # The data module is set up before the callbacks: a predict that fails there must still not
+        # leave an earlier run's outputs looking current.
+        if trainer.state.fn == "predict" and self.output_dir is not None:
+            pl_module.start_prediction(self.output_dir)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        rank_zero_info(f"predictions: {self.output_dir}")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         self.output_dir.mkdir(parents=True, exist_ok=True)

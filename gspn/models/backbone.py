@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from gspn.errors import ConfigError
+
 from ..nn import GSPNBlock, LayerNorm2d
 
 Chunk = int | None
@@ -74,8 +76,8 @@ class GSPNBackbone(nn.Module):
         super().__init__()
         dims = [dims * 2**i for i in range(4)] if isinstance(dims, int) else list(dims)
         if len(dims) != 4 or len(depths) != 4 or len(chunks) != 4:
-            raise ValueError(f"GSPNBackbone: dims, depths and chunks need one entry per stage (4), "
-                             f"got {len(dims)}, {len(depths)} and {len(chunks)}")
+            raise ConfigError(f"GSPNBackbone: dims, depths and chunks need one entry per stage (4), "
+                              f"got {len(dims)}, {len(depths)} and {len(chunks)}")
         block_chunks = [_per_block(c, d, i) for i, (c, d) in enumerate(zip(chunks, depths))]
         total = sum(depths)
         drop_paths = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -120,10 +122,10 @@ class GSPNBackbone(nn.Module):
         else:
             keep = [i % stages if -stages <= i < stages else i for i in indices]
         if norm and self.stage_norms is None:
-            raise ValueError("forward_intermediates(norm=True) needs the stage norms: build the backbone "
-                             "with stage_norms=True")
+            raise ConfigError("forward_intermediates(norm=True) needs the stage norms: build the backbone "
+                              "with stage_norms=True")
         if any(not 0 <= i < stages for i in keep):
-            raise ValueError(f"forward_intermediates: indices must select stages 0-{stages - 1}, got {indices}")
+            raise ConfigError(f"forward_intermediates: indices must select stages 0-{stages - 1}, got {indices}")
         final, kept = self._run_stages(x, set(keep), norm)
         if output_fmt == "NHWC":
             kept = [t.permute(0, 2, 3, 1) for t in kept]
@@ -134,8 +136,8 @@ class GSPNBackbone(nn.Module):
 
     def _run_stages(self, x: Tensor, keep: set[int], norm: bool) -> tuple[Tensor, list[Tensor]]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"{type(self).__name__}: expected images of shape (batch, {self.in_chans}, height, "
-                             f"width), got {tuple(x.shape)}")
+            raise ConfigError(f"{type(self).__name__}: expected images of shape (batch, {self.in_chans}, height, "
+                              f"width), got {tuple(x.shape)}")
         x = self.stem(x)
         kept = []
         for i, stage in enumerate(self.stages):
@@ -172,7 +174,7 @@ def _per_block(chunk: Chunk | Sequence[Chunk], depth: int, stage: int) -> list[C
     if chunk is None or isinstance(chunk, int):
         return [chunk] * depth
     if len(chunk) != depth:
-        raise ValueError(f"GSPNBackbone: stage {stage} has {depth} blocks but {len(chunk)} chunks: {list(chunk)}")
+        raise ConfigError(f"GSPNBackbone: stage {stage} has {depth} blocks but {len(chunk)} chunks: {list(chunk)}")
     return list(chunk)
 
 

@@ -93,7 +93,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
     Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
     such as "model." or "backbone." is found and stripped (or give `prefix`). Keys outside the prefix
     count as unexpected. Tensors whose shape differs from the model's are skipped and reported. With
-    `strict`, any of the three raises a RuntimeError after nothing has been loaded. A file of which no
+    `strict`, any of the three raises a CheckpointError after nothing has been loaded. A file of which no
     tensor fits the model is a CheckpointError.
     """
     state = extract_state_dict(read_checkpoint(path))
@@ -118,7 +118,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
                               f"file has {len(state)} tensors, e.g. {', '.join(list(state)[:3])}{shapes}): weights "
                               "of another architecture or size?")
     if strict and not report.clean:
-        raise RuntimeError(f"load_checkpoint({str(path)!r}, strict=True):\n{report}")
+        raise CheckpointError(f"load_checkpoint({str(path)!r}, strict=True):\n{report}")
     model.load_state_dict(usable, strict=False)
     report.loaded = list(usable)
     (log.info if report.clean else log.warning)("load_checkpoint %s: %s", path, report)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gspn.errors import ConfigError
+
 from ..nn import GSPNMixer, LayerNorm2d, Mlp, SelfAttention, sincos_position_2d
 from .registry import register_model
 
@@ -106,18 +108,18 @@ class GSPNDenoiser(nn.Module):
                  long_skips: bool = True, mixer: str = "gspn", heads: int = 4):
         super().__init__()
         if conditioning not in CONDITIONING:
-            raise ValueError(f"GSPNDenoiser: conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+            raise ConfigError(f"GSPNDenoiser: conditioning must be one of {CONDITIONING}, got {conditioning!r}")
         if mixer not in MIXERS:
-            raise ValueError(f"GSPNDenoiser: mixer must be one of {MIXERS}, got {mixer!r}")
+            raise ConfigError(f"GSPNDenoiser: mixer must be one of {MIXERS}, got {mixer!r}")
         if mixer == "attention" and hidden % 4:
-            raise ValueError(f"GSPNDenoiser: the attention control's position embedding needs hidden divisible "
-                             f"by 4, got {hidden}")
+            raise ConfigError(f"GSPNDenoiser: the attention control's position embedding needs hidden divisible "
+                              f"by 4, got {hidden}")
         if patch_size < 1 or depth < 1 or hidden < 1:
-            raise ValueError(f"GSPNDenoiser: hidden, depth and patch_size must be positive, "
-                             f"got {hidden}, {depth}, {patch_size}")
+            raise ConfigError(f"GSPNDenoiser: hidden, depth and patch_size must be positive, "
+                              f"got {hidden}, {depth}, {patch_size}")
         block_chunks = list(chunks) if isinstance(chunks, Sequence) else [chunks] * depth
         if len(block_chunks) != depth:
-            raise ValueError(f"GSPNDenoiser: chunks needs one entry per block ({depth}), got {len(block_chunks)}")
+            raise ConfigError(f"GSPNDenoiser: chunks needs one entry per block ({depth}), got {len(block_chunks)}")
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.out_chans = out_chans or in_chans

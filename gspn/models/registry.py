@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from gspn.errors import ConfigError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -23,5 +25,5 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the preset `name`; keyword arguments replace the preset's values (e.g. num_classes)."""
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return _MODELS[name](**overrides)

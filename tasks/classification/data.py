@@ -10,6 +10,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gspn.errors import DataError
+
 from ..data import TaskDataModule
 from ..images import UnlabelledImages, check_readable, list_images, read_image
 from .shapes import CLASSES, SyntheticShapes
@@ -19,14 +21,14 @@ from .transforms import Pipeline, eval_pipeline, normalize, train_pipeline
 def class_folders(root: Path) -> list[str]:
     """The class names: the sub-folders of root, sorted. An empty class folder is an error."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder (expected {root}/<class>/<images>)")
+        raise DataError(f"{root} is not a folder (expected {root}/<class>/<images>)")
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
     if not classes:
-        raise FileNotFoundError(f"{root} has no class folders (expected {root}/<class>/<images>)")
+        raise DataError(f"{root} has no class folders (expected {root}/<class>/<images>)")
     empty = [name for name in classes if not list_images(root / name)]
     if empty:
-        raise FileNotFoundError(f"{root}: class folder(s) without images: {', '.join(empty)} "
-                                "(remove them, or add images)")
+        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty)} "
+                        "(remove them, or add images)")
     return classes
 
 
@@ -43,11 +45,11 @@ class ImageFolder(Dataset):
         self.samples = []
         for label, name in enumerate(classes):
             if not (root / name).is_dir():
-                raise FileNotFoundError(f"ImageFolder: {root / name} is missing (classes come from the training split)")
+                raise DataError(f"ImageFolder: {root / name} is missing (classes come from the training split)")
             paths = check_readable(list_images(root / name), verify_images, f"ImageFolder {root}")
             self.samples += [(path, label) for path in paths]
         if not self.samples:
-            raise FileNotFoundError(f"ImageFolder: no images in the class folders of {root}")
+            raise DataError(f"ImageFolder: no images in the class folders of {root}")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from gspn.errors import ConfigError
 from gspn.models import create_model, load_checkpoint
 
 from ..base import BaseTask
@@ -48,8 +49,8 @@ class ClassificationTask(BaseTask):
             self.model = create_model(hp.backbone, num_classes=hp.num_classes, **(hp.backbone_args or {}))
         else:
             if hp.backbone_args:
-                raise ValueError("ClassificationTask: backbone_args apply to a preset name; give a module's "
-                                 "arguments in its own init_args")
+                raise ConfigError("ClassificationTask: backbone_args apply to a preset name; give a module's "
+                                  "arguments in its own init_args")
             self.model = hp.backbone
             if self.model.num_classes != hp.num_classes:
                 self.model.reset_classifier(hp.num_classes)
@@ -106,14 +107,14 @@ class ClassificationTask(BaseTask):
                 "all_probabilities": probabilities.cpu()}
 
     def start_prediction(self, output_dir: Path) -> None:
-        """Remove the predictions files of an earlier `gspn predict` (every rank's)."""
-        remove_outputs(output_dir, "predictions.csv", "predictions-rank*.csv")
+        """Remove the predictions file of an earlier `gspn predict`."""
+        remove_outputs(output_dir, "predictions.csv")
 
     def write_prediction(self, prediction: dict, output_dir: Path) -> None:
-        """Appends to predictions.csv (predictions-rank<r>.csv on other ranks): the input, then top-k
-        class names and probabilities."""
+        """Appends to predictions.csv (`gspn predict` runs in one process): the input, then top-k class
+        names and probabilities."""
         names = getattr(self.trainer.datamodule, "classes", None)
-        path = output_dir / ("predictions.csv" if self.global_rank == 0 else f"predictions-rank{self.global_rank}.csv")
+        path = output_dir / "predictions.csv"
         k = prediction["classes"].shape[1]
         new = not path.exists() or self.trainer.predict_loop.batch_progress.current.completed == 0
         with path.open("w" if new else "a", newline="") as file:

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from gspn.errors import CheckpointError
+
 
 class LatentCodec(nn.Module):
     """Frozen AutoencoderKL: images in [-1, 1] <-> latents multiplied by the scaling factor."""
@@ -15,8 +17,8 @@ class LatentCodec(nn.Module):
         super().__init__()
         folder = Path(folder)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"autoencoder: {folder} is not a folder holding an AutoencoderKL "
-                                    "(config.json and weights, as written by save_pretrained); nothing is downloaded")
+            raise CheckpointError(f"autoencoder: {folder} is not a folder holding an AutoencoderKL "
+                                  "(config.json and weights, as written by save_pretrained); nothing is downloaded")
         from diffusers import AutoencoderKL
 
         self.vae = AutoencoderKL.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)

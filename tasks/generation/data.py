@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from gspn.errors import DataError
+from gspn.errors import ConfigError, DataError
 
 from ..classification.data import ImageFolder, class_folders
 from ..classification.shapes import CLASSES, SyntheticShapes
@@ -54,7 +54,7 @@ class GenerationDataModule(TaskDataModule):
                  predict_classes: Sequence[int | str] | None):
         super().__init__(batch_size, num_workers)
         if samples_per_class < 1:
-            raise ValueError(f"{type(self).__name__}: samples_per_class must be at least 1, got {samples_per_class}")
+            raise ConfigError(f"{type(self).__name__}: samples_per_class must be at least 1, got {samples_per_class}")
         self.samples_per_class = samples_per_class
         self.predict_classes = predict_classes
 
@@ -73,8 +73,8 @@ class GenerationDataModule(TaskDataModule):
             elif isinstance(entry, int) and 0 <= entry < self.num_classes:
                 labels.append(entry)
             else:
-                raise ValueError(f"{type(self).__name__}: predict_classes: {entry!r} is not a class; expected an "
-                                 f"index 0-{self.num_classes - 1} or one of {', '.join(self.classes)}")
+                raise ConfigError(f"{type(self).__name__}: predict_classes: {entry!r} is not a class; expected an "
+                                  f"index 0-{self.num_classes - 1} or one of {', '.join(self.classes)}")
         return labels
 
     def setup_predict(self) -> None:
@@ -138,8 +138,8 @@ class ImageFolderGenerationData(GenerationDataModule):
         plain = ImageFolder(self.root / "train", self.classes, centre_crop, self.verify_images)
         held_out = 2 * self.num_val if not (self.root / "val").is_dir() else self.num_val
         if len(train) <= held_out:
-            raise ValueError(f"ImageFolderGenerationData: {self.root / 'train'} has {len(train)} images, not more "
-                             f"than the {held_out} held out for validation (lower num_val)")
+            raise DataError(f"ImageFolderGenerationData: {self.root / 'train'} has {len(train)} images, not more "
+                            f"than the {held_out} held out for validation (lower num_val)")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
         kept, spare = order[:-held_out], order[-held_out:]
         self.datasets["train"] = Subset(train, kept)
@@ -176,7 +176,7 @@ class LatentFileData(GenerationDataModule):
         super().__init__(batch_size, num_workers, samples_per_class, predict_classes)
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"LatentFileData: {self.path} is not a file (write it with extract_latents)")
+            raise DataError(f"LatentFileData: {self.path} is not a file (write it with extract_latents)")
         content = read_latents(self.path)
         self.latents: Tensor = content["latents"]
         self.labels: Tensor = content["labels"]
@@ -184,8 +184,8 @@ class LatentFileData(GenerationDataModule):
         self.image_size = int(content["image_size"])
         self.num_val = num_val
         if len(self.latents) <= 2 * num_val:
-            raise ValueError(f"LatentFileData: {self.path} holds {len(self.latents)} latents, not more than "
-                             f"2 * num_val = {2 * num_val}")
+            raise DataError(f"LatentFileData: {self.path} holds {len(self.latents)} latents, not more than "
+                            f"2 * num_val = {2 * num_val}")
         self.predict_labels()
 
     def setup(self, stage: str) -> None:

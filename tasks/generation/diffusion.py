@@ -26,9 +26,9 @@ def training_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "li
     from diffusers import DDPMScheduler
 
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     if beta_schedule not in BETA_SCHEDULES:
-        raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        raise ConfigError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=1e-4, beta_end=0.02,
                          beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False)
 
@@ -39,7 +39,7 @@ def sampling_scheduler(training, sampler: str, **options):
     import diffusers
 
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+        raise ConfigError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
     return getattr(diffusers, SAMPLERS[sampler]).from_config(training.config, **options)
 
 
@@ -107,7 +107,7 @@ def sample(denoiser: nn.Module, scheduler, noise: Tensor, labels: Tensor | None,
 
     on_step(t, x) is called after every step (the denoising trajectory)."""
     if steps < 1:
-        raise ValueError(f"sampling_steps must be at least 1, got {steps}")
+        raise ConfigError(f"sampling_steps must be at least 1, got {steps}")
     scheduler.set_timesteps(steps, device=noise.device)
     x = noise * scheduler.init_noise_sigma
     for t in scheduler.timesteps:

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from gspn.errors import ConfigError
 from gspn.models import create_model
 
 from ..base import BaseTask
@@ -62,6 +63,8 @@ class GenerationTask(BaseTask):
     monitor = "val_loss"
     monitor_mode = "min"
     data_links = ("num_classes",)
+    inference_args = ("sampler", "sampling_steps", "sampler_args", "guidance_scale", "sample_size", "seed",
+                      "grid_samples", "eval_samples", "eval_guidance_scale")
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
@@ -81,22 +84,22 @@ class GenerationTask(BaseTask):
         hp, name = self.hparams, type(self).__name__
         for key in ("guidance_scale", "eval_guidance_scale"):
             if hp[key] is not None and hp[key] < 0:
-                raise ValueError(f"{name}: {key} must be at least 0 (1: no guidance), got {hp[key]}")
+                raise ConfigError(f"{name}: {key} must be at least 0 (1: no guidance), got {hp[key]}")
         if hp.snr_gamma is not None and hp.snr_gamma <= 0:
-            raise ValueError(f"{name}: snr_gamma must be positive (or None: no weighting), got {hp.snr_gamma}")
+            raise ConfigError(f"{name}: snr_gamma must be positive (or None: no weighting), got {hp.snr_gamma}")
         if hp.snr_floor is not None and not 0 < hp.snr_floor <= (hp.snr_gamma or float("inf")):
-            raise ValueError(f"{name}: snr_floor must be positive and at most snr_gamma ({hp.snr_gamma}), "
-                             f"got {hp.snr_floor}")
+            raise ConfigError(f"{name}: snr_floor must be positive and at most snr_gamma ({hp.snr_gamma}), "
+                              f"got {hp.snr_floor}")
         if not 0 <= hp.label_dropout < 1:
-            raise ValueError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
+            raise ConfigError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
         if hp.sampler not in SAMPLERS:
-            raise ValueError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
+            raise ConfigError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
         check_sampler_args(hp.sampler, hp.sampler_args or {})
         if hp.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
+            raise ConfigError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
         if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
-            raise ValueError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
-                             f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
+            raise ConfigError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
+                              f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
 
     def configure_models(self) -> None:
         from .autoencoder import LatentCodec
@@ -111,8 +114,8 @@ class GenerationTask(BaseTask):
         self.model = create_model(hp.denoiser, **{"num_classes": hp.num_classes, "in_chans": in_chans,
                                                   **(hp.denoiser_args or {})})
         if self.model.in_chans != in_chans:
-            raise ValueError(f"{type(self).__name__}: the denoiser takes {self.model.in_chans} channels but the "
-                             f"{'autoencoder' if self.codec else 'images'} give {in_chans}")
+            raise ConfigError(f"{type(self).__name__}: the denoiser takes {self.model.in_chans} channels but the "
+                              f"{'autoencoder' if self.codec else 'images'} give {in_chans}")
         self.scheduler = training_scheduler(hp.num_train_timesteps, hp.beta_schedule, hp.prediction_type)
         self.check_size("image_size", hp.image_size)
         self.check_size("sample_size", hp.sample_size)
@@ -148,8 +151,8 @@ class GenerationTask(BaseTask):
     def check_size(self, key: str, size: int | None) -> None:
         step = self.model.patch_size * (self.codec.factor if self.codec else 1)
         if size is not None and (size < step or size % step):
-            raise ValueError(f"{type(self).__name__}: {key} {size} is not a multiple of {step} (the patch size "
-                             f"{self.model.patch_size}{f' times the autoencoder factor {self.codec.factor}' if self.codec else ''})")
+            raise ConfigError(f"{type(self).__name__}: {key} {size} is not a multiple of {step} (the patch size "
+                              f"{self.model.patch_size}{f' times the autoencoder factor {self.codec.factor}' if self.codec else ''})")
 
     # Model space: pixels in [-1, 1], or scaled latents.
     def helpers_to_device(self) -> None:
@@ -245,10 +248,10 @@ class GenerationTask(BaseTask):
         hp = self.hparams
         scale = hp.guidance_scale if guidance_scale is None else guidance_scale
         if scale < 0:
-            raise ValueError(f"guidance_scale must be at least 0, got {scale}")
+            raise ConfigError(f"guidance_scale must be at least 0, got {scale}")
         if labels.numel() and (labels.min() < 0 or labels.max() > hp.num_classes):
-            raise ValueError(f"labels must be class indices 0-{hp.num_classes - 1} (or {hp.num_classes}, the null "
-                             f"class), got {labels.tolist()}")
+            raise ConfigError(f"labels must be class indices 0-{hp.num_classes - 1} (or {hp.num_classes}, the null "
+                              f"class), got {labels.tolist()}")
         self.check_size("sample size", noise.shape[-1] * (self.codec.factor if self.codec else 1))
         scheduler = sampling_scheduler(self.scheduler, sampler or hp.sampler, **(hp.sampler_args or {}))
         generator = torch.Generator(self.device).manual_seed(hp.seed)

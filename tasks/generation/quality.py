@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gspn.errors import CheckpointError
+from gspn.errors import CheckpointError, ConfigError
 
 FEATURES = ("classifier", "inception")
 
@@ -40,7 +40,7 @@ class ClassifierFeatures(nn.Module):
 def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> ClassifierFeatures:
     """The backbone of a ClassificationTask checkpoint (its averaged weights when trained with an EMA)."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
+        raise CheckpointError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
     from gspn.models import create_model, load_checkpoint, read_checkpoint
 
     # The network alone, from the task's recorded settings: building the task itself here would run
@@ -68,7 +68,7 @@ class SampleQuality(nn.Module):
         from torchmetrics.image.kid import KernelInceptionDistance
 
         if features not in FEATURES:
-            raise ValueError(f"fid_features must be one of {FEATURES}, got {features!r}")
+            raise ConfigError(f"fid_features must be one of {FEATURES}, got {features!r}")
         if features == "inception":
             if importlib.util.find_spec("torch_fidelity") is None:
                 raise ImportError("fid_features: inception needs torch-fidelity; use fid_features: classifier "
@@ -76,7 +76,7 @@ class SampleQuality(nn.Module):
             extractor = 2048
         else:
             if classifier is None:
-                raise ValueError("fid_features: classifier needs fid_classifier: <classification checkpoint>")
+                raise ConfigError("fid_features: classifier needs fid_classifier: <classification checkpoint>")
             extractor = classifier
         self.classifier = classifier
         self.kid_subset_size = kid_subset_size

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gspn.errors import ConfigError
 from gspn.models import create_model, list_models, load_checkpoint
 
 
@@ -23,8 +24,8 @@ def build_network(arch: str, overrides: dict) -> nn.Module:
     except ImportError:
         network_class = None
     if network_class is None:
-        raise ValueError(f"backbone: {arch!r} is neither a preset ({', '.join(list_models())}) nor an importable "
-                         "class path such as mypackage.MyBackbone")
+        raise ConfigError(f"backbone: {arch!r} is neither a preset ({', '.join(list_models())}) nor an importable "
+                          "class path such as mypackage.MyBackbone")
     return network_class(**overrides)
 
 
@@ -44,7 +45,7 @@ class GSPNSegBackbone(nn.Module):
         super().__init__()
         self.network = build_network(arch, overrides)
         if not hasattr(self.network, "forward_intermediates"):
-            raise ValueError(f"backbone: {arch!r} has no forward_intermediates(x, indices, norm, intermediates_only)")
+            raise ConfigError(f"backbone: {arch!r} has no forward_intermediates(x, indices, norm, intermediates_only)")
         if hasattr(self.network, "head"):
             self.network.head = nn.Identity()  # the classifier's pooling norm is never used by dense heads
         self.out_indices = tuple(out_indices)

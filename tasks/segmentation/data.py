@@ -49,8 +49,8 @@ class SegmentationDataModule(TaskDataModule):
         self.num_classes = len(self.class_names)
         self.palette = [list(colour) for colour in (palette or default_palette(self.num_classes))]
         if len(self.palette) != self.num_classes or any(len(c) != 3 for c in self.palette):
-            raise ValueError(f"{type(self).__name__}: palette needs one [r, g, b] per class ({self.num_classes}), "
-                             f"got {len(self.palette)} entries")
+            raise ConfigError(f"{type(self).__name__}: palette needs one [r, g, b] per class ({self.num_classes}), "
+                              f"got {len(self.palette)} entries")
         self.eval_batch_size = eval_batch_size
         self.predict_root = predict_root
 
@@ -118,7 +118,7 @@ class SegmentationFolderDataModule(SegmentationDataModule):
         self.root = Path(root)
         self.splits = splits or dict(train="train", val="val")
         if "train" not in self.splits or "val" not in self.splits:
-            raise ValueError(f"{type(self).__name__}: splits needs folder names for train and val, got {self.splits}")
+            raise ConfigError(f"{type(self).__name__}: splits needs folder names for train and val, got {self.splits}")
         self.reduce_zero_label = reduce_zero_label
         self.augmentation = dict(crop_size=crop_size, scale=scale, ratio_range=ratio_range,
                                  cat_max_ratio=cat_max_ratio, photometric=photometric)

@@ -11,20 +11,22 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gspn.errors import DataError
+
 from ..images import list_images, read_image, read_labels
 from .segmentor import IGNORE_INDEX
 
 
-class BadMaskError(ValueError):
+class BadMaskError(DataError):
     pass
 
 
 def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
     """(image, mask) pairs matched by relative path without extension; an image without a mask is an error."""
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"images folder {image_dir} does not exist")
+        raise DataError(f"images folder {image_dir} does not exist")
     if not mask_dir.is_dir():
-        raise FileNotFoundError(f"masks folder {mask_dir} does not exist")
+        raise DataError(f"masks folder {mask_dir} does not exist")
     masks = {path.relative_to(mask_dir).with_suffix(""): path for path in list_images(mask_dir)}
     pairs, orphans = [], []
     for image in list_images(image_dir):
@@ -32,9 +34,9 @@ def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
         (orphans.append(image) if mask is None else pairs.append((image, mask)))
     if orphans:
         shown = ", ".join(str(path) for path in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
-        raise FileNotFoundError(f"{len(orphans)} image(s) without a mask of the same name in {mask_dir}: {shown}")
+        raise DataError(f"{len(orphans)} image(s) without a mask of the same name in {mask_dir}: {shown}")
     if not pairs:
-        raise FileNotFoundError(f"no images under {image_dir}")
+        raise DataError(f"no images under {image_dir}")
     return pairs
 
 

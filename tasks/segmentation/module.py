@@ -10,6 +10,8 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from gspn.errors import ConfigError
+
 from ..base import BaseTask
 from ..outputs import remove_outputs, safe_name
 from .backbone import GSPNSegBackbone
@@ -61,11 +63,11 @@ class SegmentationTask(BaseTask):
         super().check_arguments()
         hp, name = self.hparams, type(self).__name__
         if hp.inference not in ("whole", "slide"):
-            raise ValueError(f"{name}: inference must be 'whole' or 'slide', got {hp.inference!r}")
+            raise ConfigError(f"{name}: inference must be 'whole' or 'slide', got {hp.inference!r}")
         if len(hp.class_names) != hp.num_classes:
-            raise ValueError(f"{name}: {len(hp.class_names)} class_names for num_classes {hp.num_classes}")
+            raise ConfigError(f"{name}: {len(hp.class_names)} class_names for num_classes {hp.num_classes}")
         if len(hp.palette) != hp.num_classes:
-            raise ValueError(f"{name}: palette has {len(hp.palette)} colours for num_classes {hp.num_classes}")
+            raise ConfigError(f"{name}: palette has {len(hp.palette)} colours for num_classes {hp.num_classes}")
 
     def configure_models(self) -> None:
         hp = self.hparams

@@ -7,6 +7,8 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from gspn.errors import ConfigError
+
 
 def default_palette(num_classes: int) -> list[list[int]]:
     """Distinct-enough colours for data sets that give none."""
@@ -16,7 +18,7 @@ def default_palette(num_classes: int) -> list[list[int]]:
 def save_label_png(labels: Tensor, palette: Sequence[Sequence[int]], path: Path) -> None:
     """(H, W) class indices as an 8-bit palette PNG: the pixel values are the labels, shown in colour."""
     if len(palette) > 256:
-        raise ValueError(f"a palette PNG holds at most 256 classes, got {len(palette)}")
+        raise ConfigError(f"a palette PNG holds at most 256 classes, got {len(palette)}")
     image = Image.fromarray(labels.numpy().astype(np.uint8), mode="P")
     image.putpalette([channel for colour in palette for channel in colour])
     image.save(path)

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gspn.errors import ConfigError
+
 CLASSES = ("background", "disc", "square", "lone bar", "cross bar")
 PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25))
 BACKGROUND, DISC, SQUARE, LONE_BAR, CROSS_BAR = range(len(CLASSES))
@@ -98,8 +100,8 @@ class ProceduralScenes(Dataset):
     def __init__(self, length: int, image_size: int | tuple[int, int] = 64, seed: int = 0):
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if length < 1 or min(height, width) < 16:
-            raise ValueError(f"ProceduralScenes: need length >= 1 and images of at least 16 x 16 pixels, got "
-                             f"length {length}, image_size {image_size}")
+            raise ConfigError(f"ProceduralScenes: need length >= 1 and images of at least 16 x 16 pixels, got "
+                              f"length {length}, image_size {image_size}")
         self.length, self.height, self.width, self.seed = length, height, width, seed
 
     def __len__(self) -> int:

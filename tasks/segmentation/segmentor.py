@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gspn.errors import ConfigError
+
 IGNORE_INDEX = 255
 
 
@@ -100,7 +102,7 @@ def segment(model: nn.Module, images: Tensor, out_size: Sequence[int], scale: Se
 
 def check_batch_norm_batch(batch_size: int, owner: str) -> None:
     if batch_size < 2:
-        raise ValueError(f"{owner}: training needs at least 2 images per batch and device: the pooling branch of "
-                         "UPerHead applies BatchNorm to 1x1 maps, which is undefined for one image "
-                         f"(got batch_size {batch_size}). Use batch_size >= 2, or SyncBN across devices.")
+        raise ConfigError(f"{owner}: training needs at least 2 images per batch and device: the pooling branch of "
+                          "UPerHead applies BatchNorm to 1x1 maps, which is undefined for one image "
+                          f"(got batch_size {batch_size}). Use batch_size >= 2, or SyncBN across devices.")
 

@@ -62,7 +62,7 @@ def test_strict_raises_with_the_report_and_loads_nothing(model, tmp_path):
     torch.save(state, tmp_path / "extra.pt")
     other = _fresh()
     before = other.stem[0].weight.clone()
-    with pytest.raises(RuntimeError, match="1 unexpected in the checkpoint: extra"):
+    with pytest.raises(CheckpointError, match="1 unexpected in the checkpoint: extra"):
         load_checkpoint(other, tmp_path / "extra.pt", strict=True)
     torch.testing.assert_close(other.stem[0].weight, before)
 

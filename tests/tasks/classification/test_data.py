@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gspn.errors import DataError
 from gspn.tasks.classification.data import ImageFolderDataModule, SyntheticShapesDataModule
 from gspn.tasks.classification.shapes import CLASSES, SyntheticShapes
+from gspn.tasks.images import UnreadableImageError
 
 
 def test_synthetic_shapes_are_deterministic_per_seed():
@@ -80,7 +82,7 @@ def test_image_folder_data_module(image_folder):
 
 
 def test_image_folder_without_train_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train"):
+    with pytest.raises(DataError, match="train"):
         ImageFolderDataModule(str(tmp_path))
 
 
@@ -113,7 +115,7 @@ def test_training_samples_are_split_over_ranks(image_folder):
 
 def test_an_empty_class_folder_is_an_error_naming_it(image_folder):
     (image_folder / "train" / "fox").mkdir()
-    with pytest.raises(FileNotFoundError, match="without images: fox"):
+    with pytest.raises(DataError, match="without images: fox"):
         ImageFolderDataModule(str(image_folder))
 
 
@@ -125,7 +127,7 @@ def corrupt_folder(image_folder):
 
 def test_unreadable_images_are_named_by_the_scan(corrupt_folder):
     data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="error")
-    with pytest.raises(RuntimeError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
+    with pytest.raises(UnreadableImageError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
         data.setup("fit")
 
 
@@ -140,7 +142,7 @@ def test_without_the_scan_an_unreadable_image_fails_naming_the_file(corrupt_fold
     data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0)
     data.setup("fit")
     broken = next(i for i, (path, _) in enumerate(data.datasets["train"].samples) if path.name == "broken.jpg")
-    with pytest.raises(RuntimeError, match="cannot read image .*broken.jpg"):
+    with pytest.raises(UnreadableImageError, match="cannot read image .*broken.jpg"):
         data.datasets["train"][broken]
 
 
@@ -151,7 +153,7 @@ def test_predict_root_is_classified_in_file_order(image_folder):
     images, paths = next(iter(data.predict_dataloader()))
     assert images.shape == (2, 3, 32, 32)
     assert [Path(p).name for p in paths] == ["0.jpg", "1.jpg"]
-    with pytest.raises(FileNotFoundError, match="predict_root: .*nowhere is not a folder"):
+    with pytest.raises(DataError, match="predict_root: .*nowhere is not a folder"):
         ImageFolderDataModule(str(image_folder), predict_root=str(image_folder / "nowhere")).setup("predict")
 
 
@@ -170,7 +172,7 @@ def test_the_predict_folder_follows_the_verify_images_policy(corrupt_folder):
     predict_root = corrupt_folder / "train" / "dog"
     data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="error",
                                  predict_root=str(predict_root))
-    with pytest.raises(RuntimeError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
+    with pytest.raises(UnreadableImageError, match=r"1 unreadable image\(s\):\n  .*dog/broken.jpg"):
         data.setup("predict")
     data = ImageFolderDataModule(str(corrupt_folder), image_size=32, num_workers=0, verify_images="skip",
                                  predict_root=str(predict_root))

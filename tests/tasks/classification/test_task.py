@@ -33,7 +33,7 @@ def test_pretrained_weights_of_another_architecture_are_an_error(tmp_path):
 
 
 def test_start_prediction_removes_the_predictions_of_an_earlier_run(tmp_path):
-    for name in ("predictions.csv", "predictions-rank1.csv", "notes.txt"):
+    for name in ("predictions.csv", "notes.txt"):
         (tmp_path / name).write_text("stale")
     ClassificationTask(backbone_args=TINY_MODEL, num_classes=8).start_prediction(tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]

@@ -84,7 +84,7 @@ def test_training_augmentation_is_a_function_of_the_torch_seed(tmp_path):
     ("corrupt", UnreadableImageError, "images/train/bad.jpg"),
     ("size", BadMaskError, r"masks/train/bad.png is \(30, 20\).*images/train/bad.jpg is \(40, 48\)"),
     ("labels", BadMaskError, r"masks/train/bad.png has labels \[7\] outside \[0, 3\)"),
-    ("missing", FileNotFoundError, "without a mask.*bad.jpg"),
+    ("missing", DataError, "without a mask.*bad.jpg"),
 ])
 def test_bad_data_is_a_clear_error_before_training(problem, error, message, tmp_path):
     write_pair(tmp_path, "train", "good")
