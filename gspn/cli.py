@@ -24,6 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from gspn.dotted import import_object
 from gspn.errors import CheckpointError, GSPNError
 
 CONFIG_PACKAGES = ("gspn.configs", "gspn.tasks")
@@ -56,11 +57,6 @@ def print_configs() -> None:
     print("Configs shipped with gspn (pass any of these paths to --config):")
     for path in shipped_configs():
         print(f"  {path}")
-
-
-def load_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def data_value(name: str):
@@ -101,7 +97,7 @@ def build_cli_class():
             subcommand = self.config.get("subcommand")
             parser = self._subcommand_parsers[subcommand] if subcommand else self.parser
             settings = self.config[subcommand] if subcommand else self.config
-            for name in getattr(load_class(settings.model.class_path), "data_links", ()):
+            for name in getattr(import_object(settings.model.class_path), "data_links", ()):
                 parser.link_arguments("data", f"model.init_args.{name}", compute_fn=data_value(name),
                                       apply_on="instantiate")
             if subcommand == "predict":
@@ -117,7 +113,7 @@ def build_cli_class():
                 self.checkpoint_hparams = checkpoint_hyperparameters(settings.ckpt_path, settings.model.class_path)
             except GSPNError as error:
                 self.parser.error(str(error))
-            task = load_class(settings.model.class_path)
+            task = import_object(settings.model.class_path)
             given = given_arguments(settings.model)
             super()._parse_ckpt_path()
             model = self.config[subcommand].model
@@ -218,10 +214,7 @@ def closest_key(message: str, parser) -> str | None:
 
 def class_defaults(class_path: str) -> dict:
     """The keyword arguments a class accepts and their defaults, following **kwargs up its bases."""
-    try:
-        cls = load_class(class_path)
-    except (ImportError, AttributeError, ValueError):
-        return {}
+    cls = import_object(class_path)
     defaults = {}
     for base in getattr(cls, "__mro__", ()):
         if "__init__" in vars(base):

@@ -1,12 +1,12 @@
 """Optimiser and learning-rate schedule of every task: parameter groups, a torch.optim class by name,
 and a per-step factor (linear warm-up, then cosine, polynomial or constant)."""
 
-import importlib
 import math
 
 import torch
 from torch import nn
 
+from gspn.dotted import import_object
 from gspn.errors import ConfigError
 
 SCHEDULES = ("cosine", "poly", "constant")
@@ -28,11 +28,7 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     """A class of torch.optim by name ("AdamW", "SGD", ...) or any optimiser by dotted path."""
-    if "." in name:
-        module, _, attribute = name.rpartition(".")
-        found = getattr(importlib.import_module(module), attribute, None)
-    else:
-        found = getattr(torch.optim, name, None)
+    found = import_object(name) if "." in name else getattr(torch.optim, name, None)
     if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
         raise ConfigError(f"optimizer: expected a class of torch.optim (AdamW, SGD, ...) or a dotted path to an "
                           f"optimiser class, got {name!r}")

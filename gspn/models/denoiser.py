@@ -201,29 +201,75 @@ class GSPNDenoiser(nn.Module):
         return {name for name, p in self.named_parameters() if p.ndim <= 1}
 
 
-def _build(overrides: dict, **preset) -> GSPNDenoiser:
-    return GSPNDenoiser(**{**preset, **overrides})
-
-
 # The paper's sizes (hidden, depth). mlp_ratio 1.25 with a mixer of ratio 1.0 lands the additive
 # models within 5% of the reported 137M / 443M / 690M (2^20 units); see docs/generation.md.
 SIZES = {"xl": (1500, 56), "l": (1200, 56), "b": (900, 30), "s": (384, 12), "nano": (96, 6)}
 PAPER_MLP_RATIO = 1.25
 
 
-def _register(size: str, patch_size: int, **extra) -> None:
+def _build(overrides: dict, size: str, patch_size: int) -> GSPNDenoiser:
     hidden, depth = SIZES[size]
-
-    def constructor(**overrides) -> GSPNDenoiser:
-        return _build(overrides, hidden=hidden, depth=depth, patch_size=patch_size, **extra)
-
-    constructor.__name__ = f"gspn_denoiser_{size}{patch_size}"
-    constructor.__doc__ = f"GSPN denoiser {size.upper()}/{patch_size}: hidden {hidden}, depth {depth}."
-    register_model(constructor)
+    preset = dict(hidden=hidden, depth=depth, patch_size=patch_size, mlp_ratio=PAPER_MLP_RATIO)
+    if size == "nano":  # the CPU demo's size: RGB SyntheticShapes, 8 classes
+        preset.update(mlp_ratio=2.0, in_chans=3, num_classes=8)
+    return GSPNDenoiser(**{**preset, **overrides})
 
 
-for _size in ("xl", "l", "b", "s"):
-    for _patch in (2, 4):
-        _register(_size, _patch, mlp_ratio=PAPER_MLP_RATIO)
-for _patch in (2, 4):
-    _register("nano", _patch, mlp_ratio=2.0, in_chans=3, num_classes=8)
+@register_model(family="denoiser")
+def gspn_denoiser_xl2(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser XL/2: hidden 1500, depth 56."""
+    return _build(overrides, "xl", 2)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_xl4(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser XL/4: hidden 1500, depth 56."""
+    return _build(overrides, "xl", 4)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_l2(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser L/2: hidden 1200, depth 56."""
+    return _build(overrides, "l", 2)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_l4(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser L/4: hidden 1200, depth 56."""
+    return _build(overrides, "l", 4)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_b2(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser B/2: hidden 900, depth 30."""
+    return _build(overrides, "b", 2)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_b4(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser B/4: hidden 900, depth 30."""
+    return _build(overrides, "b", 4)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_s2(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser S/2: hidden 384, depth 12."""
+    return _build(overrides, "s", 2)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_s4(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser S/4: hidden 384, depth 12."""
+    return _build(overrides, "s", 4)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_nano2(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser nano/2 (CPU demos): hidden 96, depth 6."""
+    return _build(overrides, "nano", 2)
+
+
+@register_model(family="denoiser")
+def gspn_denoiser_nano4(**overrides) -> GSPNDenoiser:
+    """GSPN denoiser nano/4 (CPU demos): hidden 96, depth 6."""
+    return _build(overrides, "nano", 4)

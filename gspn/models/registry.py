@@ -1,4 +1,5 @@
-"""Named model constructors: `register_model`, `create_model(name, **overrides)`, `list_models()`."""
+"""Named model constructors by family ("backbone", "denoiser"): `register_model`,
+`create_model(name, family=..., **overrides)`, `list_models(pattern, family)`."""
 
 import fnmatch
 from collections.abc import Callable
@@ -7,23 +8,36 @@ from torch import nn
 
 from gspn.errors import ConfigError
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+FAMILIES = ("backbone", "denoiser")
+_MODELS: dict[str, tuple[str, Callable[..., nn.Module]]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a constructor under its function name; it takes keyword overrides of its preset."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is already registered")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, family: str = "backbone"):
+    """Register a constructor under its function name in `family` (`@register_model` or
+    `@register_model(family="denoiser")`); it takes keyword overrides of its preset."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is already registered")
+        _MODELS[fn.__name__] = (family, fn)
+        return fn
+    return add(fn) if fn is not None else add
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """The registered names matching the glob `pattern`, of one family or of all."""
+    return sorted(name for name, (kind, _) in _MODELS.items()
+                  if fnmatch.fnmatch(name, pattern) and family in (None, kind))
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build the preset `name`; keyword arguments replace the preset's values (e.g. num_classes)."""
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _MODELS[name](**overrides)
+def create_model(name: str, family: str | None = None, **overrides) -> nn.Module:
+    """Build the preset `name`, which must be of `family` when one is given; keyword arguments replace
+    the preset's values (e.g. num_classes)."""
+    kind, constructor = _MODELS.get(name, (None, None))
+    if constructor is None or family not in (None, kind):
+        what = f"{family} " if family else ""
+        known = f" (a {kind}, not a {family})" if constructor is not None else ""
+        raise ConfigError(f"unknown {what}model {name!r}{known}; available: {', '.join(list_models(family=family))}")
+    return constructor(**overrides)

@@ -46,7 +46,8 @@ class ClassificationTask(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         if isinstance(hp.backbone, str):
-            self.model = create_model(hp.backbone, num_classes=hp.num_classes, **(hp.backbone_args or {}))
+            self.model = create_model(hp.backbone, "backbone", num_classes=hp.num_classes,
+                                      **(hp.backbone_args or {}))
         else:
             if hp.backbone_args:
                 raise ConfigError("ClassificationTask: backbone_args apply to a preset name; give a module's "

@@ -38,16 +38,17 @@ def sampling_scheduler(training, sampler: str, **options):
     `options` are its own arguments (e.g. clip_sample for DDPM and DDIM, eta is a step argument)."""
     import diffusers
 
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+    check_sampler(sampler, options)
     return getattr(diffusers, SAMPLERS[sampler]).from_config(training.config, **options)
 
 
-def check_sampler_args(sampler: str, options: dict) -> None:
-    """Every key of `options` must be an argument of the scheduler of `sampler`: diffusers would
-    ignore a misspelt one without a word."""
+def check_sampler(sampler: str, options: dict) -> None:
+    """`sampler` must be one of SAMPLERS and every key of `options` an argument of its scheduler:
+    diffusers would ignore a misspelt one without a word."""
     import diffusers
 
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
     scheduler = getattr(diffusers, SAMPLERS[sampler])
     valid = [name for name in inspect.signature(scheduler.__init__).parameters if name != "self"]
     unknown = [key for key in options if key not in valid]
@@ -99,6 +100,11 @@ def guided_prediction(denoiser: nn.Module, x: Tensor, t: Tensor, labels: Tensor 
     return uncond + scale * (cond - uncond)
 
 
+def check_guidance_scale(scale: float, name: str = "guidance_scale") -> None:
+    if scale < 0:
+        raise ConfigError(f"{name} must be at least 0 (1: no guidance), got {scale}")
+
+
 @torch.no_grad()
 def sample(denoiser: nn.Module, scheduler, noise: Tensor, labels: Tensor | None, *, steps: int,
            guidance_scale: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
@@ -106,6 +112,7 @@ def sample(denoiser: nn.Module, scheduler, noise: Tensor, labels: Tensor | None,
     """Run `scheduler` from `noise` for `steps` steps; returns x_0 in the model's space.
 
     on_step(t, x) is called after every step (the denoising trajectory)."""
+    check_guidance_scale(guidance_scale)
     if steps < 1:
         raise ConfigError(f"sampling_steps must be at least 1, got {steps}")
     scheduler.set_timesteps(steps, device=noise.device)

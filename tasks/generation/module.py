@@ -13,7 +13,7 @@ from gspn.models import create_model
 from ..base import BaseTask
 from ..images import list_images, read_image
 from ..outputs import remove_outputs, safe_name
-from .diffusion import PREDICTION_TYPES, SAMPLERS, check_sampler_args, diffusion_loss, drop_labels, sample, \
+from .diffusion import check_guidance_scale, check_sampler, diffusion_loss, drop_labels, sample, \
     sampling_scheduler, training_scheduler
 
 
@@ -83,8 +83,8 @@ class GenerationTask(BaseTask):
         super().check_arguments()
         hp, name = self.hparams, type(self).__name__
         for key in ("guidance_scale", "eval_guidance_scale"):
-            if hp[key] is not None and hp[key] < 0:
-                raise ConfigError(f"{name}: {key} must be at least 0 (1: no guidance), got {hp[key]}")
+            if hp[key] is not None:
+                check_guidance_scale(hp[key], f"{name}: {key}")
         if hp.snr_gamma is not None and hp.snr_gamma <= 0:
             raise ConfigError(f"{name}: snr_gamma must be positive (or None: no weighting), got {hp.snr_gamma}")
         if hp.snr_floor is not None and not 0 < hp.snr_floor <= (hp.snr_gamma or float("inf")):
@@ -92,11 +92,7 @@ class GenerationTask(BaseTask):
                               f"got {hp.snr_floor}")
         if not 0 <= hp.label_dropout < 1:
             raise ConfigError(f"{name}: label_dropout must be in [0, 1), got {hp.label_dropout}")
-        if hp.sampler not in SAMPLERS:
-            raise ConfigError(f"{name}: sampler must be one of {tuple(SAMPLERS)}, got {hp.sampler!r}")
-        check_sampler_args(hp.sampler, hp.sampler_args or {})
-        if hp.prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"{name}: prediction_type must be one of {PREDICTION_TYPES}, got {hp.prediction_type!r}")
+        check_sampler(hp.sampler, hp.sampler_args or {})  # prediction_type: checked by training_scheduler
         if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
             raise ConfigError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
                               f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
@@ -111,7 +107,7 @@ class GenerationTask(BaseTask):
         if hp.autoencoder:
             self.helpers["codec"] = LatentCodec(hp.autoencoder)
         in_chans = self.codec.latent_channels if self.codec else 3
-        self.model = create_model(hp.denoiser, **{"num_classes": hp.num_classes, "in_chans": in_chans,
+        self.model = create_model(hp.denoiser, "denoiser", **{"num_classes": hp.num_classes, "in_chans": in_chans,
                                                   **(hp.denoiser_args or {})})
         if self.model.in_chans != in_chans:
             raise ConfigError(f"{type(self).__name__}: the denoiser takes {self.model.in_chans} channels but the "
@@ -247,8 +243,6 @@ class GenerationTask(BaseTask):
         """Images in [-1, 1] (decoded when latent) for `labels` from `noise` of the model space's shape."""
         hp = self.hparams
         scale = hp.guidance_scale if guidance_scale is None else guidance_scale
-        if scale < 0:
-            raise ConfigError(f"guidance_scale must be at least 0, got {scale}")
         if labels.numel() and (labels.min() < 0 or labels.max() > hp.num_classes):
             raise ConfigError(f"labels must be class indices 0-{hp.num_classes - 1} (or {hp.num_classes}, the null "
                               f"class), got {labels.tolist()}")

@@ -49,7 +49,8 @@ def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float,
     if not isinstance(settings.get("backbone"), str) or not settings.get("num_classes"):
         raise CheckpointError(f"fid_classifier: {path} is not a checkpoint of the classification task with a "
                               "preset backbone (its hyper_parameters name no backbone and num_classes)")
-    model = create_model(settings["backbone"], num_classes=settings["num_classes"], **(settings.get("backbone_args") or {}))
+    model = create_model(settings["backbone"], "backbone", num_classes=settings["num_classes"],
+                         **(settings.get("backbone_args") or {}))
     load_checkpoint(model, path, strict=True)
     return ClassifierFeatures(model, mean, std)
 

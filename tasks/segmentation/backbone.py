@@ -4,11 +4,11 @@ Registered in mmseg's model registry (as "GSPN", by `import_mmseg()`), so an mms
     backbone=dict(type="GSPN", arch="gspn_t", out_indices=(0, 1, 2, 3), drop_path_rate=0.2)
 """
 
-import importlib
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gspn.dotted import import_object
 from gspn.errors import ConfigError
 from gspn.models import create_model, list_models, load_checkpoint
 
@@ -17,14 +17,10 @@ def build_network(arch: str, overrides: dict) -> nn.Module:
     """A preset of gspn.models by name (with its stage output norms), or any class with the backbone API
     by dotted path (built with `overrides` only)."""
     if arch in list_models():
-        return create_model(arch, num_classes=0, stage_norms=True, **overrides)
-    module_name, _, class_name = arch.rpartition(".")
-    try:
-        network_class = getattr(importlib.import_module(module_name), class_name) if module_name else None
-    except ImportError:
-        network_class = None
+        return create_model(arch, "backbone", num_classes=0, stage_norms=True, **overrides)
+    network_class = import_object(arch)
     if network_class is None:
-        raise ConfigError(f"backbone: {arch!r} is neither a preset ({', '.join(list_models())}) nor an importable "
+        raise ConfigError(f"backbone: {arch!r} is neither a preset ({', '.join(list_models(family='backbone'))}) nor an importable "
                           "class path such as mypackage.MyBackbone")
     return network_class(**overrides)
 

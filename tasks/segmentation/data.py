@@ -17,7 +17,7 @@ from gspn.errors import ConfigError
 from ..data import TaskDataModule
 from ..images import UnlabelledImages
 from .folders import LabelledFolder, pair_files
-from .outputs import default_palette
+from .outputs import check_palette, default_palette
 from .procedural import CLASSES, PALETTE, ProceduralScenes
 
 
@@ -48,9 +48,7 @@ class SegmentationDataModule(TaskDataModule):
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.palette = [list(colour) for colour in (palette or default_palette(self.num_classes))]
-        if len(self.palette) != self.num_classes or any(len(c) != 3 for c in self.palette):
-            raise ConfigError(f"{type(self).__name__}: palette needs one [r, g, b] per class ({self.num_classes}), "
-                              f"got {len(self.palette)} entries")
+        check_palette(self.palette, self.num_classes, type(self).__name__)
         self.eval_batch_size = eval_batch_size
         self.predict_root = predict_root
 

@@ -15,7 +15,7 @@ from gspn.errors import ConfigError
 from ..base import BaseTask
 from ..outputs import remove_outputs, safe_name
 from .backbone import GSPNSegBackbone
-from .outputs import save_label_png, save_overlay_png
+from .outputs import check_palette, save_label_png, save_overlay_png
 from .segmentor import IGNORE_INDEX, build_segmentor, check_batch_norm_batch, data_samples, segment, upernet_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,8 +66,7 @@ class SegmentationTask(BaseTask):
             raise ConfigError(f"{name}: inference must be 'whole' or 'slide', got {hp.inference!r}")
         if len(hp.class_names) != hp.num_classes:
             raise ConfigError(f"{name}: {len(hp.class_names)} class_names for num_classes {hp.num_classes}")
-        if len(hp.palette) != hp.num_classes:
-            raise ConfigError(f"{name}: palette has {len(hp.palette)} colours for num_classes {hp.num_classes}")
+        check_palette(hp.palette, hp.num_classes, name)
 
     def configure_models(self) -> None:
         hp = self.hparams

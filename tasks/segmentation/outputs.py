@@ -15,6 +15,12 @@ def default_palette(num_classes: int) -> list[list[int]]:
     return [[(37 * i) % 256, (91 * i + 50) % 256, (151 * i + 100) % 256] for i in range(num_classes)]
 
 
+def check_palette(palette: Sequence[Sequence[int]], num_classes: int, owner: str) -> None:
+    """One [r, g, b] per class."""
+    if len(palette) != num_classes or any(len(colour) != 3 for colour in palette):
+        raise ConfigError(f"{owner}: palette needs one [r, g, b] per class ({num_classes}), got {len(palette)} entries")
+
+
 def save_label_png(labels: Tensor, palette: Sequence[Sequence[int]], path: Path) -> None:
     """(H, W) class indices as an 8-bit palette PNG: the pixel values are the labels, shown in colour."""
     if len(palette) > 256:

@@ -134,7 +134,14 @@ def test_a_link_the_data_module_cannot_give_is_a_clear_error(config_file, capsys
 def test_an_unknown_backbone_is_one_line(config_file, capsys):
     lines = command_error(["fit", "--config", config_file, "--model.init_args.backbone", "gspn_xx"], capsys)
     assert len(lines) <= 4
-    assert "unknown model 'gspn_xx'; available:" in lines[0] and "gspn_t" in lines[0]
+    assert "unknown backbone model 'gspn_xx'; available:" in lines[0] and "gspn_t" in lines[0]
+    assert "gspn_denoiser" not in lines[0]
+
+
+def test_a_denoiser_as_the_backbone_is_one_line(config_file, capsys):
+    lines = command_error(["fit", "--config", config_file, "--model.init_args.backbone", "gspn_denoiser_nano4"],
+                          capsys)
+    assert "'gspn_denoiser_nano4' (a denoiser, not a backbone)" in lines[0]
 
 
 @pytest.mark.parametrize("typo, message, suggestion", [

@@ -79,3 +79,13 @@ def test_every_registered_model_runs_forward_and_backward(name):
     assert all(torch.isfinite(g).all() for g in grads.values() if g is not None)
     unused = [n for n, g in grads.items() if g is None]
     assert not unused, f"{name}: no gradient for {unused[:5]}"
+
+
+def test_a_name_of_another_family_is_refused_with_the_family_listed():
+    assert "gspn_denoiser_nano4" in list_models(family="denoiser")
+    assert not set(list_models(family="denoiser")) & set(list_models(family="backbone"))
+    with pytest.raises(ValueError, match=r"unknown backbone model 'gspn_denoiser_nano4' \(a denoiser, not a "
+                                         r"backbone\); available: .*gspn_t") as error:
+        create_model("gspn_denoiser_nano4", "backbone")
+    assert "gspn_denoiser" not in str(error.value).split("available:")[1]
+    assert create_model("gspn_denoiser_nano4", "denoiser", depth=1).patch_size == 4
