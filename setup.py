@@ -18,5 +18,5 @@ setup(
     packages=find_namespace_packages(include=["gspn", "gspn.*"])
     + [name for package, folder in MAPPED.items() for name in packages_under(package, folder)],
     package_dir=MAPPED,
-    package_data={"": ["*.cpp", "*.cu", "*.h", "*.cuh", "*.yaml"]},
+    package_data={"": ["*.cpp", "*.cu", "*.h", "*.cuh", "*.yaml"], "gspn": ["py.typed"]},
 )

@@ -28,6 +28,8 @@ from gspn.dotted import import_object
 from gspn.errors import CheckpointError, GSPNError
 
 CONFIG_PACKAGES = ("gspn.configs", "gspn.tasks")
+DESCRIPTION = ("Train, evaluate and run GSPN models: gspn {fit,validate,test,predict} --config <yaml>. "
+               "`gspn configs` lists the configs shipped with the package; --debug shows the traceback of an error.")
 
 
 def import_tasks() -> list[str]:
@@ -247,7 +249,8 @@ def cli_main(args: list[str] | None = None):
     return cli_class(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      seed_everything_default=0, auto_configure_optimizers=False, parser_class=parser_class,
                      save_config_kwargs={"overwrite": True},
-                     parser_kwargs={"prog": "gspn", "allow_abbrev": False, "parser_mode": "omegaconf+"}, args=args)
+                     parser_kwargs={"prog": "gspn", "allow_abbrev": False, "parser_mode": "omegaconf+",
+                                    "description": DESCRIPTION}, args=args)
 
 
 def main() -> None:
