@@ -31,6 +31,7 @@ from gspn.errors import ConfigError, NonFiniteError
 
 from .ema import EMA
 from .optim import SCHEDULES, lr_factor, optimizer_class, parameter_groups
+from .report import RunReport
 
 
 def seed_all(seed_sequence: np.random.SeedSequence) -> None:
@@ -123,7 +124,7 @@ class BaseTask(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         if self.trainer.state.fn != "fit":
             return []
-        callbacks = [LearningRateMonitor(logging_interval="step")] if self.trainer.loggers else []
+        callbacks = [RunReport()] + ([LearningRateMonitor(logging_interval="step")] if self.trainer.loggers else [])
         if self.hparams.ema_decay:  # training only; afterwards the checkpoint's weights are the average
             callbacks.append(EMA(self.hparams.ema_decay, self.hparams.ema_warmup))
         return callbacks

@@ -7,6 +7,7 @@ reference. Builds are cached by torch in TORCH_EXTENSIONS_DIR (default ~/.cache/
 import functools
 import importlib.resources
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def load_extension(name: str, sources: tuple[str, ...], extra_cflags: tuple[str,
     from torch.utils import cpp_extension  # imported lazily: it is slow and only needed here
 
     paths = [str(source_dir() / s) for s in sources]
+    if not is_built(name):
+        sys.stderr.write(f"gspn: building the {name} kernels with ninja (about a minute, once; cached in "
+                         f"TORCH_EXTENSIONS_DIR)\n")
     try:
         cpp_extension.load(name=name, sources=paths, extra_cflags=list(extra_cflags),
                            extra_cuda_cflags=list(extra_cuda_cflags), extra_ldflags=list(extra_ldflags),
@@ -34,3 +38,13 @@ def load_extension(name: str, sources: tuple[str, ...], extra_cflags: tuple[str,
                       RuntimeWarning, stacklevel=2)
         return reason
     return None
+
+
+def is_built(name: str) -> bool:
+    """Whether torch's extension cache already holds a build of `name` (then loading takes a moment)."""
+    from torch.utils import cpp_extension
+
+    build_directory = getattr(cpp_extension, "_get_build_directory", None)  # private; absent: say it anyway
+    if build_directory is None:
+        return False
+    return any(Path(build_directory(name, verbose=False)).glob(f"{name}*.so"))

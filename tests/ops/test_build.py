@@ -30,6 +30,17 @@ def test_failed_build_warns_once_and_reports_why(tmp_path, monkeypatch):
         assert build.load_extension("gspn_broken_test", ("broken.cpp",)) == reason
 
 
+def test_a_first_build_says_so_and_a_cached_one_does_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    (tmp_path / "tiny.cpp").write_text("int gspn_tiny() { return 1; }\n")
+    monkeypatch.setattr(build, "source_dir", lambda: tmp_path)
+    assert build.load_extension("gspn_tiny_test", ("tiny.cpp",)) is None
+    assert "building the gspn_tiny_test kernels with ninja (about a minute, once" in capsys.readouterr().err
+    build.load_extension.cache_clear()
+    assert build.load_extension("gspn_tiny_test", ("tiny.cpp",)) is None
+    assert "building" not in capsys.readouterr().err
+
+
 def spy_backends(monkeypatch) -> list[str]:
     """Record the name of every backend whose forward or backward runs (the cpu kernel and the reference
     give the same numbers, so only this tells which one ran)."""
