@@ -1,4 +1,10 @@
-"""The lower bound of the bandwidth model (gspn.ops.launch_plan.bound): what no kernel could beat on it."""
+"""Arithmetic of the H100 bandwidth model in gspn/ops/launch_plan.py, not of the kernels.
+
+These tests check the model's lower bound (`bound`, `cheapest_step_cycles`), that the model's
+estimates (`model`, `table`) never beat it, and that the model meets its targets where the bound
+allows. They run no kernel and measure nothing: they say nothing about kernel speed on a GPU, only
+that the model is self-consistent (docs/cuda.md, "The model").
+"""
 
 import pytest
 import torch
@@ -10,7 +16,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ODD_SHAPES = [(2, 6, 5, 7), (1, 3, 70, 66), (3, 40, 9, 600), (1, 1, 1, 1), (4, 96, 130, 17)]
 
 
-def test_cheapest_step_by_hand():
+def test_model_cheapest_step_by_hand():
     # One lane per line: 2 dependent multiply-adds, 3 N issued. N = 64: an exchange every 4 steps
     # costs (28 + 4 + 3 * 8) / 4 = 14 cycles a step, against 3 * 4 = 12 issued.
     assert cheapest_step_cycles(1) == 4
@@ -19,7 +25,7 @@ def test_cheapest_step_by_hand():
     assert cheapest_step_cycles(128) == 14
 
 
-def test_bound_by_hand():
+def test_model_bound_by_hand():
     # (1, 32, 64, 64) per-channel float32 forward: 6 planes of 32 channels, 4 bytes each; the floor
     # (1.05 us) is longer than 64 cheapest steps (0.51 us), and one latency comes first.
     got = bound((1, 32, 64, 64), 32, torch.float32, backward=False)
@@ -40,7 +46,7 @@ def test_bound_by_hand():
 
 @pytest.mark.parametrize("direction", ["lr", "tb"])
 @pytest.mark.parametrize("shape", launch_plan.TABLE_SHAPES + ODD_SHAPES, ids=str)
-def test_no_modelled_kernel_beats_the_bound(shape, direction):
+def test_model_no_modelled_kernel_beats_the_bound(shape, direction):
     for groups in sorted({1, shape[1]}):
         for dtype in DTYPES:
             for backward in (False, True):
@@ -53,14 +59,14 @@ def test_no_modelled_kernel_beats_the_bound(shape, direction):
                 assert m["share"] <= b["share"]
 
 
-def test_modelled_steps_are_no_cheaper_than_the_cheapest():
+def test_model_steps_are_no_cheaper_than_the_cheapest():
     assert launch_plan.CYCLES_WARP_STEP >= cheapest_step_cycles(64)
     assert launch_plan.CYCLES_BARRIER + launch_plan.CYCLES_PER_ELEMENT >= cheapest_step_cycles(6400)
     split_pair = max(launch_plan.CYCLES_SPLIT_PAIR, launch_plan.INSTRUCTIONS_SPLIT_PAIR)
     assert split_pair >= 2 * cheapest_step_cycles(128)
 
 
-def test_plan_table_shows_the_bound():
+def test_model_plan_table_shows_the_bound():
     rows = launch_plan.table(shapes=[(1, 32, 64, 64)], dtypes=(torch.bfloat16,))
     shared_forward = next(r for r in rows if r["weights"] == "shared" and r["pass"] == "fwd")
     # floor 0.27 us against 0.6 us of latency alone: out of reach of 70% whatever the kernel.
@@ -68,10 +74,10 @@ def test_plan_table_shows_the_bound():
     assert int(shared_forward["model %copy"]) <= 24
 
 
-def test_targets_met_wherever_the_bound_allows():
-    """On the model: >= 85% of copy bandwidth on the headline shape, >= 70% on every Table 1 shape and
-    (128, 576, 56, 56), both weight modes, float32 and bfloat16, forward and backward, wherever the
-    lower bound leaves 70% within reach of any kernel."""
+def test_model_targets_met_wherever_the_bound_allows():
+    """On the model, not a measurement: >= 85% of modelled copy bandwidth on the headline shape, >= 70%
+    on every Table 1 shape and (128, 576, 56, 56), both weight modes, float32 and bfloat16, forward and
+    backward, wherever the model's lower bound leaves 70% within reach of any kernel."""
     missed = []
     for row in launch_plan.table():
         share, least = int(row["model %copy"]), int(row["bound %copy"])
