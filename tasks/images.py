@@ -1,5 +1,7 @@
 """Reading image files for every task: listing a folder, decoding with Pillow into float tensors or
-label masks, and an optional up-front scan that names every file that cannot be read."""
+label masks, an optional up-front scan that names every file that cannot be read, and the datasets
+built on them: class folders (root/<class>/<images>, `class_folders` and `ImageFolder`, read by the
+classification and generation data modules) and a folder of unlabelled images (`gspn predict`)."""
 
 import warnings
 from collections.abc import Callable, Iterable
@@ -110,3 +112,45 @@ class UnlabelledImages(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
         image = read_image(self.paths[index])
         return (self.transform(image) if self.transform else image), str(self.paths[index])
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class names: the sub-folders of root, sorted. An empty class folder is an error."""
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder (expected {root}/<class>/<images>)")
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if not classes:
+        raise DataError(f"{root} has no class folders (expected {root}/<class>/<images>)")
+    empty = [name for name in classes if not list_images(root / name)]
+    if empty:
+        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty)} "
+                        "(remove them, or add images)")
+    return classes
+
+
+class ImageFolder(Dataset):
+    """Images under root/<class name>/..., decoded with Pillow; labels index `classes`.
+
+    verify_images: "off" (an unreadable file fails when it is read, naming it), "error" (scan every
+    file first and name all unreadable ones) or "skip" (scan, and leave them out with a warning each).
+    """
+
+    def __init__(self, root: str | Path, classes: list[str], transform: Callable[[Tensor], Tensor],
+                 verify_images: str = "off"):
+        root = Path(root)
+        self.transform = transform
+        self.samples = []
+        for label, name in enumerate(classes):
+            if not (root / name).is_dir():
+                raise DataError(f"ImageFolder: {root / name} is missing (classes come from the training split)")
+            paths = check_readable(list_images(root / name), verify_images, f"ImageFolder {root}")
+            self.samples += [(path, label) for path in paths]
+        if not self.samples:
+            raise DataError(f"ImageFolder: no images in the class folders of {root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(read_image(path)), label

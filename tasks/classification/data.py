@@ -7,56 +7,11 @@ command links num_classes to the task. `predict_root`, a folder of unlabelled im
 
 from pathlib import Path
 
-from torch import Tensor
-from torch.utils.data import Dataset
-
-from gspn.errors import DataError
-
 from ..data import TaskDataModule
-from ..images import UnlabelledImages, check_readable, list_images, read_image
-from .shapes import CLASSES, SyntheticShapes
-from .transforms import Pipeline, eval_pipeline, normalize, train_pipeline
-
-
-def class_folders(root: Path) -> list[str]:
-    """The class names: the sub-folders of root, sorted. An empty class folder is an error."""
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder (expected {root}/<class>/<images>)")
-    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
-    if not classes:
-        raise DataError(f"{root} has no class folders (expected {root}/<class>/<images>)")
-    empty = [name for name in classes if not list_images(root / name)]
-    if empty:
-        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty)} "
-                        "(remove them, or add images)")
-    return classes
-
-
-class ImageFolder(Dataset):
-    """Images under root/<class name>/..., decoded with Pillow; labels index `classes`.
-
-    verify_images: "off" (an unreadable file fails when it is read, naming it), "error" (scan every
-    file first and name all unreadable ones) or "skip" (scan, and leave them out with a warning each).
-    """
-
-    def __init__(self, root: str | Path, classes: list[str], transform: Pipeline, verify_images: str = "off"):
-        root = Path(root)
-        self.transform = transform
-        self.samples = []
-        for label, name in enumerate(classes):
-            if not (root / name).is_dir():
-                raise DataError(f"ImageFolder: {root / name} is missing (classes come from the training split)")
-            paths = check_readable(list_images(root / name), verify_images, f"ImageFolder {root}")
-            self.samples += [(path, label) for path in paths]
-        if not self.samples:
-            raise DataError(f"ImageFolder: no images in the class folders of {root}")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        path, label = self.samples[index]
-        return self.transform(read_image(path)), label
+from ..images import ImageFolder, UnlabelledImages, class_folders
+from ..shapes import CLASSES, SyntheticShapes
+from ..transforms import Pipeline, eval_pipeline, normalize
+from .transforms import train_pipeline
 
 
 class ImageFolderDataModule(TaskDataModule):
@@ -100,7 +55,7 @@ class ImageFolderDataModule(TaskDataModule):
 
 
 class SyntheticShapesDataModule(TaskDataModule):
-    """The embedded SyntheticShapes dataset (see shapes.py): no download, deterministic per seed.
+    """The embedded SyntheticShapes dataset (tasks/shapes.py): no download, deterministic per seed.
 
     Train, val and test are disjoint draws (seeds seed, seed + 1, seed + 2). Images are normalised
     to zero mean and unit spread; there is no augmentation (flips would change some classes).

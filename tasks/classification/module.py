@@ -9,8 +9,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from gspn.errors import ConfigError
-from gspn.models import create_model, load_checkpoint
+from gspn.models import load_checkpoint
 
+from ..backbones import create_backbone
 from ..base import BaseTask
 from ..outputs import remove_outputs
 from .mixup import MixupCutmix
@@ -31,6 +32,10 @@ class ClassificationTask(BaseTask):
         grad_checkpointing: recompute the blocks' activations in the backward pass to save memory.
         top_k: how many classes `gspn predict` writes per image.
         **kwargs: optimisation and EMA settings of BaseTask (lr, lr_batch_size, weight_decay, ...).
+
+    From a checkpoint: the whole task with `ClassificationTask.load_from_checkpoint(path)`; the network
+    alone (a preset backbone), from any task, with `gspn.tasks.backbones.backbone_from_checkpoint(path,
+    owner)`, which reads the backbone, num_classes and backbone_args recorded here.
     """
 
     monitor = "val_acc1"
@@ -46,8 +51,7 @@ class ClassificationTask(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         if isinstance(hp.backbone, str):
-            self.model = create_model(hp.backbone, "backbone", num_classes=hp.num_classes,
-                                      **(hp.backbone_args or {}))
+            self.model = create_backbone(hp.backbone, hp.num_classes, hp.backbone_args)
         else:
             if hp.backbone_args:
                 raise ConfigError("ClassificationTask: backbone_args apply to a preset name; give a module's "

@@ -1,32 +1,14 @@
-"""The classification pipelines, built from kornia's augmentations (no torchvision).
+"""The training augmentation of classification, built from kornia's augmentations (no torchvision)
+on the shared pipeline pieces (tasks/transforms.py: Pipeline, normalisation, the evaluation pipeline).
 
-Each pipeline maps one image (C, H, W) in [0, 1] to a normalised (C, size, size) tensor. Random
+The pipeline maps one image (C, H, W) in [0, 1] to a normalised (C, size, size) tensor. Random
 choices come from torch's global generator, which the data module seeds per sample.
 """
 
 import kornia.augmentation as K
-import torch
 from kornia.augmentation.auto import RandAugment
-from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Pipeline(nn.Module):
-    """kornia augmentations applied to a single image, returned without the batch dimension."""
-
-    def __init__(self, *steps: nn.Module):
-        super().__init__()
-        self.steps = K.AugmentationSequential(*steps)
-
-    @torch.no_grad()
-    def forward(self, image: Tensor) -> Tensor:
-        return self.steps(image[None])[0]
-
-
-def normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> nn.Module:
-    return K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline, normalize
 
 
 def train_pipeline(size: int, *, crop_scale: tuple[float, float] = (0.08, 1.0),
@@ -45,9 +27,3 @@ def train_pipeline(size: int, *, crop_scale: tuple[float, float] = (0.08, 1.0),
     if random_erasing > 0:
         steps.append(K.RandomErasing(p=random_erasing))
     return Pipeline(*steps)
-
-
-def eval_pipeline(size: int, crop_pct: float = 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Pipeline:
-    """Resize the short side to size / crop_pct, centre crop size x size, normalise."""
-    return Pipeline(K.Resize(round(size / crop_pct), side="short", antialias=True), K.CenterCrop(size),
-                    normalize(mean, std))

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from gspn.errors import ConfigError, DataError
 
-from ..classification.data import ImageFolder, class_folders
-from ..classification.shapes import CLASSES, SyntheticShapes
-from ..classification.transforms import Pipeline, eval_pipeline
 from ..data import TaskDataModule
+from ..images import ImageFolder, class_folders
+from ..shapes import CLASSES, SyntheticShapes
+from ..transforms import Pipeline, eval_pipeline, normalize
 
 LATENT_FILE_KEYS = ("latents", "labels", "classes", "image_size")  # what extract_latents saves
 TO_SIGNED = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # [0, 1] -> [-1, 1]
@@ -133,7 +133,7 @@ class ImageFolderGenerationData(GenerationDataModule):
         train_steps = [K.Resize(self.image_size, side="short", antialias=True), K.CenterCrop(self.image_size)]
         if self.hflip > 0:
             train_steps.append(K.RandomHorizontalFlip(p=self.hflip))
-        augmented = Pipeline(*train_steps, K.Normalize(**{k: torch.tensor(v) for k, v in TO_SIGNED.items()}))
+        augmented = Pipeline(*train_steps, normalize(**TO_SIGNED))
         train = ImageFolder(self.root / "train", self.classes, augmented, self.verify_images)
         plain = ImageFolder(self.root / "train", self.classes, centre_crop, self.verify_images)
         held_out = 2 * self.num_val if not (self.root / "val").is_dir() else self.num_val

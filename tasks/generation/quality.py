@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gspn.errors import CheckpointError, ConfigError
+from gspn.errors import ConfigError
+
+from ..backbones import backbone_from_checkpoint
 
 FEATURES = ("classifier", "inception")
 
@@ -38,21 +40,11 @@ class ClassifierFeatures(nn.Module):
 
 
 def load_classifier(path: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> ClassifierFeatures:
-    """The backbone of a ClassificationTask checkpoint (its averaged weights when trained with an EMA)."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"fid_classifier: {path} is not a file (a checkpoint of the classification task)")
-    from gspn.models import create_model, load_checkpoint, read_checkpoint
-
-    # The network alone, from the task's recorded settings: building the task itself here would run
-    # inside the `gspn` command's construction of this task and take its arguments.
-    settings = read_checkpoint(path).get("hyper_parameters", {})
-    if not isinstance(settings.get("backbone"), str) or not settings.get("num_classes"):
-        raise CheckpointError(f"fid_classifier: {path} is not a checkpoint of the classification task with a "
-                              "preset backbone (its hyper_parameters name no backbone and num_classes)")
-    model = create_model(settings["backbone"], "backbone", num_classes=settings["num_classes"],
-                         **(settings.get("backbone_args") or {}))
-    load_checkpoint(model, path, strict=True)
-    return ClassifierFeatures(model, mean, std)
+    """The backbone of a classifier checkpoint (its averaged weights when trained with an EMA), rebuilt
+    by the shared `backbone_from_checkpoint` (tasks/backbones.py) from the backbone, num_classes and
+    backbone_args its hyper_parameters record. The network alone: building the task that trained it
+    here would run inside the `gspn` command's construction of this task and take its arguments."""
+    return ClassifierFeatures(backbone_from_checkpoint(path, "fid_classifier"), mean, std)
 
 
 class SampleQuality(nn.Module):

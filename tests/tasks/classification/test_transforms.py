@@ -1,17 +1,13 @@
-"""The classification pipelines (kornia): shapes, determinism per seed, and that every step obeys its setting."""
+"""The classification training pipeline (kornia): shapes, determinism per seed, and that every step obeys
+its setting."""
 
-import pytest
 import torch
 
-from gspn.tasks.classification.transforms import eval_pipeline, train_pipeline
+from gspn.tasks.classification.transforms import train_pipeline
+from tests.tasks.test_transforms import gradient_image
 
 NO_AUGMENTATION = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, rand_augment_ops=0,
                        random_erasing=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-def gradient_image(height: int = 40, width: int = 40) -> torch.Tensor:
-    x = torch.linspace(0, 1, width).expand(height, width)
-    return torch.stack([x, x.flip(-1), torch.full_like(x, 0.5)])
 
 
 def test_training_pipeline_is_deterministic_per_seed_and_random_across_seeds():
@@ -65,11 +61,3 @@ def test_rand_augment_changes_the_image():
         torch.manual_seed(seed)
         changed += not torch.allclose(augment(image), image, atol=1e-3)
     assert changed >= 3
-
-
-@pytest.mark.parametrize("size", [(50, 80), (80, 50), (33, 33)])
-def test_eval_pipeline_resizes_the_short_side_and_centre_crops(size):
-    out = eval_pipeline(32, crop_pct=1.0, mean=(0, 0, 0), std=(1, 1, 1))(gradient_image(*size))
-    assert out.shape == (3, 32, 32)
-    if size[0] > size[1]:  # tall: the full width survives
-        assert out[0, :, 0].mean() < 0.05 and out[0, :, -1].mean() > 0.95

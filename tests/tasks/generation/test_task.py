@@ -110,8 +110,8 @@ def tiny_autoencoder(folder: Path) -> str:
 
 
 def test_shapes_splits_are_rendered_once_in_the_signed_range_and_disjoint():
-    from gspn.tasks.classification.shapes import SyntheticShapes
     from gspn.tasks.generation.data import SyntheticShapesGenerationData
+    from gspn.tasks.shapes import SyntheticShapes
 
     data = SyntheticShapesGenerationData(num_train=16, num_val=4, image_size=16, seed=3)
     data.setup("fit")

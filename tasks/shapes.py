@@ -7,7 +7,9 @@ pair's), so the network has to relate distant parts of the image. Backgrounds ar
 gradients, foregrounds random colours, and small distractor dots and pixel noise are added.
 
 Sample i is a pure function of (seed, i): the same seed gives the same images on every machine
-and in every worker, and labels cycle through the classes so every split is balanced.
+and in every worker, and labels cycle through the classes so every split is balanced. Shared by the
+tasks' embedded data (classification's SyntheticShapesDataModule, generation's
+SyntheticShapesGenerationData).
 """
 
 import math
