@@ -9,7 +9,7 @@ so cannot be differentiated by autograd); on CUDA "sdpa" is torch's scaled_dot_p
 tokens (H * W tokens, SDPA_HEADS heads of SDPA_HEAD_DIM) for comparison.
 
 `--plan` runs nothing: it prints the CUDA kernels' launch plans and their modelled share of copy
-bandwidth on an H100 (gspn.ops.launch_plan), a model and not a measurement.
+bandwidth on an H100 (gspn.benchmarks.cuda_model), a model and not a measurement.
 """
 
 import argparse
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from gspn.ops import DIRECTIONS, available_backends, propagate
 
+from . import cuda_model
 from .common import median_seconds, print_table
 
 CPU_SHAPES = [(8, 96, 56, 56), (8, 192, 28, 28), (8, 384, 14, 14), (2, 8, 256, 256), (1, 8, 1024, 1024)]
@@ -114,17 +115,15 @@ def skipped(backend, shape, mode) -> bool:
 
 
 def print_plan() -> None:
-    """The launch plans of the CUDA kernels and a bandwidth model of them (gspn.ops.launch_plan)."""
-    from gspn.ops import launch_plan
-
-    device = launch_plan.H100
+    """The launch plans of the CUDA kernels and a bandwidth model of them (gspn.benchmarks.cuda_model)."""
+    device = cuda_model.H100
     print(f"MODEL, not a measurement: the CUDA kernels' launch plans (direction lr, global scan) on a modelled "
           f"{device.name} ({device.sms} SMs, copy bandwidth {device.copy_bandwidth / 1e12:.1f} TB/s, "
-          f"DRAM latency {device.latency * 1e9:.0f} ns; see gspn/ops/launch_plan.py and docs/cuda.md). "
+          f"DRAM latency {device.latency * 1e9:.0f} ns; see gspn/benchmarks/cuda_model.py and docs/cuda.md). "
           "No GPU measurement exists yet.")
     print("bound: the least time any kernel could take on the same model (one DRAM latency, then the copy floor "
           "or L of the cheapest possible scan steps, whichever is longer).")
-    print_table(launch_plan.table())
+    print_table(cuda_model.table())
 
 
 def main(argv=None) -> None:

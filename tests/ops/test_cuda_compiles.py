@@ -1,5 +1,5 @@
 """The CUDA kernels compile with nvcc without warnings or register spills, and use the registers the
-launch-plan model assumes; needs nvcc, no GPU, no CUDA torch."""
+H100 model (gspn.benchmarks.cuda_model) assumes; needs nvcc, no GPU, no CUDA torch."""
 
 import re
 import shutil
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from gspn.ops import launch_plan
+from gspn.benchmarks import cuda_model
 from gspn.ops.build import source_dir
 
 NVCC = shutil.which("nvcc")
@@ -39,7 +39,7 @@ def ptxas_registers(tmp_path) -> dict[str, int]:
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 def test_model_registers_are_the_kernels(tmp_path):
-    """launch_plan's register counts (they limit blocks per SM in the model) are ptxas's, the most
+    """cuda_model's register counts (they limit blocks per SM in the model) are ptxas's, the most
     over the input types: the mangled names start with the kernel's name and end with its input type
     (f, d, 6__half, 13__nv_bfloat16)."""
     registers = ptxas_registers(tmp_path)
@@ -51,9 +51,9 @@ def test_model_registers_are_the_kernels(tmp_path):
         return max(counts)
 
     narrow = ["f", "6__half", "13__nv_bfloat16"]  # float accumulation: 4-byte acc
-    assert most("forward_kernel", narrow) == launch_plan.REGISTERS[False, 4]
-    assert most("forward_kernel", ["d"]) == launch_plan.REGISTERS[False, 8]
-    assert most("backward_kernel", narrow) == launch_plan.REGISTERS[True, 4]
-    assert most("backward_kernel", ["d"]) == launch_plan.REGISTERS[True, 8]
-    assert most("forward_split_kernel", narrow) == launch_plan.REGISTERS_SPLIT[False]
-    assert most("backward_split_kernel", narrow) == launch_plan.REGISTERS_SPLIT[True]
+    assert most("forward_kernel", narrow) == cuda_model.REGISTERS[False, 4]
+    assert most("forward_kernel", ["d"]) == cuda_model.REGISTERS[False, 8]
+    assert most("backward_kernel", narrow) == cuda_model.REGISTERS[True, 4]
+    assert most("backward_kernel", ["d"]) == cuda_model.REGISTERS[True, 8]
+    assert most("forward_split_kernel", narrow) == cuda_model.REGISTERS_SPLIT[False]
+    assert most("backward_split_kernel", narrow) == cuda_model.REGISTERS_SPLIT[True]

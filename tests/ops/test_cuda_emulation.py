@@ -166,8 +166,8 @@ def test_too_long_cross_axis_is_refused_cleanly(emu):
                                    (1, 768, 64, 64), (2, 5, 300, 7), (1, 1, 1, 1), (128, 576, 56, 56),
                                    (1, 128, 512, 512), (1, 3, 33, 17), (2, 40, 100, 129)], ids=str)
 def test_python_plan_is_the_kernels_plan(emulator, shape, direction, dtype):
-    """gspn.ops.launch_plan (the bandwidth model of `python -m gspn.benchmarks.propagate --plan`) mirrors the C++
-    planner."""
+    """gspn.ops.launch_plan (the runtime planner that gspn.ops.cuda consults, whose plans
+    `python -m gspn.benchmarks.propagate --plan` models) mirrors the C++ planner."""
     B, C, H, W = shape
     acc = 8 if dtype == torch.float64 else 4
     for G in sorted({1, C}):

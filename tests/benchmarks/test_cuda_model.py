@@ -1,4 +1,4 @@
-"""Arithmetic of the H100 bandwidth model in gspn/ops/launch_plan.py, not of the kernels.
+"""Arithmetic of the H100 bandwidth model in gspn/benchmarks/cuda_model.py, not of the kernels.
 
 These tests check the model's lower bound (`bound`, `cheapest_step_cycles`), that the model's
 estimates (`model`, `table`) never beat it, and that the model meets its targets where the bound
@@ -9,8 +9,9 @@ that the model is self-consistent (docs/cuda.md, "The model").
 import pytest
 import torch
 
-from gspn.ops import launch_plan
-from gspn.ops.launch_plan import H100, bound, cheapest_step_cycles, model
+from gspn.benchmarks import cuda_model
+from gspn.benchmarks.cuda_model import H100, bound, cheapest_step_cycles, model
+from tests.ops.test_launch_plan import kernel_constants
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ODD_SHAPES = [(2, 6, 5, 7), (1, 3, 70, 66), (3, 40, 9, 600), (1, 1, 1, 1), (4, 96, 130, 17)]
@@ -45,7 +46,7 @@ def test_model_bound_by_hand():
 
 
 @pytest.mark.parametrize("direction", ["lr", "tb"])
-@pytest.mark.parametrize("shape", launch_plan.TABLE_SHAPES + ODD_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", cuda_model.TABLE_SHAPES + ODD_SHAPES, ids=str)
 def test_model_no_modelled_kernel_beats_the_bound(shape, direction):
     for groups in sorted({1, shape[1]}):
         for dtype in DTYPES:
@@ -60,14 +61,14 @@ def test_model_no_modelled_kernel_beats_the_bound(shape, direction):
 
 
 def test_model_steps_are_no_cheaper_than_the_cheapest():
-    assert launch_plan.CYCLES_WARP_STEP >= cheapest_step_cycles(64)
-    assert launch_plan.CYCLES_BARRIER + launch_plan.CYCLES_PER_ELEMENT >= cheapest_step_cycles(6400)
-    split_pair = max(launch_plan.CYCLES_SPLIT_PAIR, launch_plan.INSTRUCTIONS_SPLIT_PAIR)
+    assert cuda_model.CYCLES_WARP_STEP >= cheapest_step_cycles(64)
+    assert cuda_model.CYCLES_BARRIER + cuda_model.CYCLES_PER_ELEMENT >= cheapest_step_cycles(6400)
+    split_pair = max(cuda_model.CYCLES_SPLIT_PAIR, cuda_model.INSTRUCTIONS_SPLIT_PAIR)
     assert split_pair >= 2 * cheapest_step_cycles(128)
 
 
 def test_model_plan_table_shows_the_bound():
-    rows = launch_plan.table(shapes=[(1, 32, 64, 64)], dtypes=(torch.bfloat16,))
+    rows = cuda_model.table(shapes=[(1, 32, 64, 64)], dtypes=(torch.bfloat16,))
     shared_forward = next(r for r in rows if r["weights"] == "shared" and r["pass"] == "fwd")
     # floor 0.27 us against 0.6 us of latency alone: out of reach of 70% whatever the kernel.
     assert shared_forward["bound %copy"] == "24"
@@ -79,9 +80,19 @@ def test_model_targets_met_wherever_the_bound_allows():
     on every Table 1 shape and (128, 576, 56, 56), both weight modes, float32 and bfloat16, forward and
     backward, wherever the model's lower bound leaves 70% within reach of any kernel."""
     missed = []
-    for row in launch_plan.table():
+    for row in cuda_model.table():
         share, least = int(row["model %copy"]), int(row["bound %copy"])
         target = 85 if row["shape"] == "16x8x1024x1024" else 70
         if share < target and least >= target:
             missed.append(row)
     assert not missed, missed
+
+
+def test_model_register_staging_is_the_kernels():
+    """The model's register staging (plans without a ring) is the kernels': propagate_kernels.cu's kForwardStage,
+    kBackwardStage and kBackwardStageDouble."""
+    kernels = kernel_constants()
+    assert cuda_model.FORWARD_STAGE == kernels["kForwardStage"]
+    assert cuda_model.BACKWARD_STAGE == kernels["kBackwardStage"]
+    assert cuda_model.BACKWARD_STAGE_DOUBLE == kernels["kBackwardStageDouble"]
+
