@@ -12,6 +12,10 @@ selected on the task's `monitor` metric; each run's checkpoints go to <default_r
 (`--ckpt_path last` resumes the newest run and `--ckpt_path best` finds its best checkpoint; see
 gspn/tasks/runs.py) and `gspn predict` writes files to <default_root_dir>/predictions. Lightning is
 imported only when the command runs.
+
+Lightning private members used (checked against lightning 2.6, pinned below 2.7;
+tests/platform/test_runs.py fails if an upgrade removes them): LightningCLI._subcommand_parsers and
+_parse_ckpt_path here, and those of ModelCheckpoint listed in gspn/tasks/checkpoint.py.
 """
 
 import difflib

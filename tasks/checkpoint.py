@@ -12,9 +12,10 @@ run resumable exactly and nothing lost.
   its checkpoint records it under "run". The EMA callback copies the average into the model only at
   `on_fit_end`, after this, so the final checkpoint still holds the raw weights beside the average.
 
-Lightning private members used (checked against lightning 2.6; tests/tasks/test_lightning_private.py
-fails if an upgrade removes them): ModelCheckpoint._last_global_step_saved, _save_last_checkpoint,
-_monitor_candidates, _should_skip_saving_checkpoint, _should_save_on_train_epoch_end.
+Lightning private members used (checked against lightning 2.6; tests/platform/test_runs.py fails
+if an upgrade removes them; the command's own are listed in gspn/cli.py):
+ModelCheckpoint._last_global_step_saved, _save_last_checkpoint, _monitor_candidates,
+_should_skip_saving_checkpoint, _should_save_on_train_epoch_end.
 """
 
 import contextlib
