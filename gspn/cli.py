@@ -108,6 +108,8 @@ def build_cli_class():
                                       apply_on="instantiate")
             if subcommand == "predict":
                 one_device(settings.trainer)
+                if settings.get("return_predictions") is None:  # the writer writes them: keep none in memory
+                    settings.return_predictions = False
 
         def _parse_ckpt_path(self) -> None:
             subcommand = self.config.get("subcommand")
