@@ -1,9 +1,11 @@
 """GenerationTask: class-conditional diffusion with a GSPN denoiser, in pixel or latent space."""
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
@@ -15,6 +17,9 @@ from ..images import list_images, read_image
 from ..outputs import remove_outputs, safe_name
 from .diffusion import check_guidance_scale, check_sampler, diffusion_loss, drop_labels, sample, \
     sampling_scheduler, training_scheduler
+
+# The scored samples' noise indices start here, far from those of the grid and of `gspn predict` (0, 1, ...).
+EVAL_NOISE_OFFSET = 2_000_000
 
 
 def image_grid(images: Tensor, columns: int) -> Tensor:
@@ -51,12 +56,17 @@ class GenerationTask(BaseTask):
         seed: of the grid's noise and of every predicted sample's noise.
         grid_samples: samples per class in the validation grid (written to <log dir>/samples as PNG).
         eval_samples: samples generated at each validation for FID, KID and class accuracy (0: none);
-            best equal to the data module's num_val, the size of the real splits.
+            best equal to the data module's num_val, the size of the real splits. Sample i is of class
+            i % num_classes from the noise of (seed, class, EVAL_NOISE_OFFSET + i) (`add_eval_samples`):
+            the same samples whether validation runs inside `gspn fit` or as `gspn validate`.
         eval_guidance_scale: guidance of those samples (default guidance_scale).
         fid_features: "classifier" (the pooled features of fid_classifier) or "inception" (needs torch-fidelity).
         fid_classifier: a checkpoint of the classification task trained on the same data; its input
             normalisation is classifier_mean, classifier_std (of [0, 1] images).
-        kid_subset_size: KID's subset size (capped by the number of samples).
+        kid_subset_size: KID's subset size (capped by the number of samples); its subsets are drawn from seed.
+        The sampling and scoring settings (inference_args) are taken from the command line at
+        `gspn validate`, not from the checkpoint: a finished run is scored with `gspn validate --config
+        <config> --ckpt_path <ckpt> --model.init_args.fid_classifier <judge> --model.init_args.eval_samples N`.
         **kwargs: optimisation and EMA settings of BaseTask (lr, weight_decay, warmup_steps, ema_decay, ...).
     """
 
@@ -64,7 +74,8 @@ class GenerationTask(BaseTask):
     monitor_mode = "min"
     data_links = ("num_classes",)
     inference_args = ("sampler", "sampling_steps", "sampler_args", "guidance_scale", "sample_size", "seed",
-                      "grid_samples", "eval_samples", "eval_guidance_scale")
+                      "grid_samples", "eval_samples", "eval_guidance_scale", "fid_features", "fid_classifier",
+                      "classifier_mean", "classifier_std", "kid_subset_size")
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
@@ -196,22 +207,48 @@ class GenerationTask(BaseTask):
             pixels = self.to_pixels(x0) if x0 is not images else images
             self.quality.update_real((pixels + 1) / 2, labels, reference=dataloader_idx == 1)
 
-    def on_validation_epoch_end(self) -> None:
+    def on_validation_epoch_start(self) -> None:
+        # The grid and the scored samples are generated here, not at the epoch's end: Lightning runs a
+        # hook of the callbacks before the task's, and the EMA callback swaps the averaged weights in at
+        # on_validation_epoch_start and out again at on_validation_epoch_end. Here they are the weights
+        # validation_step and the checkpoint's state_dict have, the weights `gspn validate` scores.
         if self.trainer.sanity_checking:
             return
         if self.hparams.grid_samples and self.null_label:
             self.write_grid()
         if self.quality is not None and self.hparams.eval_samples:
-            hp = self.hparams
-            scale = hp.guidance_scale if hp.eval_guidance_scale is None else hp.eval_guidance_scale
-            batch = self.trainer.datamodule.batch_size if self.trainer.datamodule else 64
-            for start in range(0, hp.eval_samples, batch):
-                labels = torch.arange(start, min(start + batch, hp.eval_samples), device=self.device) % hp.num_classes
-                noise = self.sample_noise(labels, torch.arange(start, start + len(labels)) + 1_000_000)
-                self.quality.update_fake((self.generate(labels, noise, guidance_scale=scale) + 1) / 2, labels)
-            results = self.quality.compute()
-            self.quality.reset()
+            self.quality.reset()  # what an interrupted validation left
+            self.add_eval_samples(getattr(self.trainer.datamodule, "batch_size", None) or 64)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.quality is not None and self.hparams.eval_samples and not self.trainer.sanity_checking:
+            results = self.sample_quality()
             self.log_dict({f"val_{key}": value for key, value in results.items()}, sync_dist=True)
+
+    # Scoring: validation's two steps, the one implementation of scoring a checkpoint (`gspn validate`).
+    def add_eval_samples(self, batch_size: int) -> None:
+        """Generate the eval_samples samples scored by validation, batch_size at a time, and give them to
+        `self.quality`. Sample i is of class i % num_classes from the noise of (seed, class,
+        EVAL_NOISE_OFFSET + i), with eval_guidance_scale (default guidance_scale) and the task's sampler
+        and sampling_steps: nothing comes from a global generator, so a validation inside `gspn fit` and
+        `gspn validate` of the checkpoint it wrote score the same samples."""
+        hp = self.hparams
+        scale = hp.guidance_scale if hp.eval_guidance_scale is None else hp.eval_guidance_scale
+        began = time.perf_counter()
+        for start in range(0, hp.eval_samples, batch_size):
+            indices = torch.arange(start, min(start + batch_size, hp.eval_samples))
+            labels = (indices % hp.num_classes).to(self.device)
+            noise = self.sample_noise(labels, indices + EVAL_NOISE_OFFSET)
+            self.quality.update_fake((self.generate(labels, noise, guidance_scale=scale) + 1) / 2, labels)
+        rank_zero_info(f"generated the {hp.eval_samples} scored samples ({hp.sampler}, {hp.sampling_steps} steps, "
+                       f"guidance {scale:g}) in {time.perf_counter() - began:.1f} s")
+
+    def sample_quality(self) -> dict[str, float]:
+        """The metrics of the samples and real images given to `self.quality` (fid, kid, class_acc,
+        real_class_acc, fid_real_vs_real; see quality.py), KID's subsets drawn from seed; then resets it."""
+        results = self.quality.compute(seed=self.hparams.seed)
+        self.quality.reset()
+        return results
 
     def write_grid(self) -> None:
         """One row per class (up to 10), grid_samples columns, fixed noise: comparable across runs."""
@@ -240,14 +277,16 @@ class GenerationTask(BaseTask):
     @torch.no_grad()
     def generate(self, labels: Tensor, noise: Tensor, *, sampler: str | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, on_step=None) -> Tensor:
-        """Images in [-1, 1] (decoded when latent) for `labels` from `noise` of the model space's shape."""
+        """Images in [-1, 1] (decoded when latent) for `labels` from `noise` of the model space's shape.
+        `sampler` replaces the configured one, without its sampler_args (they are that sampler's options)."""
         hp = self.hparams
         scale = hp.guidance_scale if guidance_scale is None else guidance_scale
         if labels.numel() and (labels.min() < 0 or labels.max() > hp.num_classes):
             raise ConfigError(f"labels must be class indices 0-{hp.num_classes - 1} (or {hp.num_classes}, the null "
                               f"class), got {labels.tolist()}")
         self.check_size("sample size", noise.shape[-1] * (self.codec.factor if self.codec else 1))
-        scheduler = sampling_scheduler(self.scheduler, sampler or hp.sampler, **(hp.sampler_args or {}))
+        options = (hp.sampler_args or {}) if sampler in (None, hp.sampler) else {}
+        scheduler = sampling_scheduler(self.scheduler, sampler or hp.sampler, **options)
         generator = torch.Generator(self.device).manual_seed(hp.seed)
         x = sample(self.model, scheduler, noise, labels.to(self.device) if self.null_label else None,
                    steps=steps or hp.sampling_steps, guidance_scale=scale, null_label=self.null_label,

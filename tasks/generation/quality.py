@@ -103,14 +103,19 @@ class SampleQuality(nn.Module):
             self.correct += int((self.classifier.logits(images).argmax(1) == labels).sum())
             self.total += len(labels)
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, seed: int = 0) -> dict[str, float]:
+        """fid, kid, fid_real_vs_real (when the reference split was given), class_acc and real_class_acc
+        (with a classifier). KID's random subsets are drawn from `seed`, not from the global generator,
+        so the same features give the same KID wherever this runs (inside training or not)."""
         results = {"fid": float(self.fid.compute())}
         if self.baseline.fake_features_num_samples > 1:
             results["fid_real_vs_real"] = float(self.baseline.compute())
         subset = min(self.kid_subset_size, int(self.fid.real_features_num_samples),
                      int(self.fid.fake_features_num_samples))
         self.kid.subset_size = subset
-        results["kid"] = float(self.kid.compute()[0])
+        with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets with torch.randperm
+            torch.manual_seed(seed)
+            results["kid"] = float(self.kid.compute()[0])
         if self.total:
             results["class_acc"] = self.correct / self.total
         if self.real_total:

@@ -63,7 +63,7 @@ def test_a_broken_checkpoint_is_one_line_naming_it(content, cause, tmp_path, cap
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["validate", "--config", config, "--ckpt_path", str(broken)])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.splitlines()[0]
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("error:"))
     assert str(broken) in error and cause in error
 
 
@@ -73,7 +73,7 @@ def test_a_checkpoint_of_another_task_is_refused(tmp_path, capsys):
     classification = write_config(tmp_path / "run.yaml", tiny_config(tmp_path / "run"))
     with pytest.raises(SystemExit):
         cli_main(["validate", "--config", classification, "--ckpt_path", str(tmp_path.joinpath("gen", *LAST))])
-    error = capsys.readouterr().err.splitlines()[0]
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("error:"))
     assert "a checkpoint of GenerationTask, but the config's model is ClassificationTask" in error
 
 
@@ -87,7 +87,7 @@ def test_a_checkpoint_with_other_classes_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["validate", "--config", config, "--ckpt_path", "last", "--data", "ImageFolderDataModule",
                   "--data.init_args.root", str(tmp_path / "folders"), "--data.init_args.image_size", "32"])
-    error = capsys.readouterr().err.splitlines()[0]
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("error:"))
     assert "the checkpoint's model has num_classes=8 but the data module gives num_classes=2" in error
 
 

@@ -48,7 +48,7 @@ def test_last_without_a_checkpoint_is_an_error_naming_the_folder(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", config_file(tmp_path), "--ckpt_path", "last"])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.splitlines()[0]
+    error = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("error:"))
     assert "--ckpt_path last: no run under" in error and str(tmp_path / "run" / "checkpoints") in error
 
 

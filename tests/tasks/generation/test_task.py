@@ -14,6 +14,7 @@ from gspn.cli import cli_main
 from gspn.errors import CheckpointError, ConfigError
 from gspn.tasks.classification import ClassificationTask
 from gspn.tasks.generation import GenerationTask, SyntheticShapesGenerationData
+from gspn.tasks.generation import module as task_module
 from gspn.tasks.prediction import PredictionWriter
 
 from .conftest import TINY_DENOISER, tiny_config, write_config
@@ -87,6 +88,48 @@ def test_validate_reports_fid_kid_class_accuracy_and_the_real_baseline(tmp_path)
     metrics = run("validate", config, tmp_path / "validate.yaml").trainer.callback_metrics
     assert {"val_loss", "val_fid", "val_kid", "val_class_acc", "val_real_class_acc", "val_fid_real_vs_real"} <= set(metrics)
     assert 0 <= metrics["val_class_acc"] <= 1 and metrics["val_fid"] >= 0
+
+
+def scores(cli) -> dict[str, float]:
+    return {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key.startswith("val_")}
+
+
+def test_a_checkpoint_is_scored_by_validate_as_inside_fit_and_as_the_shared_code_computes(tmp_path):
+    """One implementation of scoring a generation checkpoint: validation's `add_eval_samples` and
+    `sample_quality`. The samples come from the task's seed and their index, the KID subsets from the
+    seed, and the samples of a validation inside fit are the EMA's, as the checkpoint's weights: the fit's
+    own validation (after training steps moved the global generators), two `gspn validate` runs of its
+    checkpoint and a direct computation outside Lightning give the same metrics."""
+    assert {"eval_samples", "eval_guidance_scale", "fid_features", "fid_classifier", "classifier_mean",
+            "classifier_std", "kid_subset_size", "sampler", "sampling_steps",
+            "seed"} <= set(GenerationTask.inference_args)
+    judge = tiny_classifier_checkpoint(tmp_path / "judge.ckpt")
+    config = tiny_config(tmp_path / "run")
+    config["model"]["init_args"].update(ema_decay=0.9, grid_samples=0)
+    scoring = ["--model.init_args.eval_samples", "8", "--model.init_args.kid_subset_size", "4"]
+    fitted = scores(run("fit", config, tmp_path / "fit.yaml", *scoring, "--model.init_args.fid_classifier", judge))
+    assert {"val_loss", "val_fid", "val_kid", "val_class_acc", "val_real_class_acc",
+            "val_fid_real_vs_real"} <= set(fitted)
+
+    # The checkpoint names the judge where it was; the command line's fid_classifier is the one used.
+    moved = tmp_path / "judge_moved.ckpt"
+    Path(judge).rename(moved)
+    scoring += ["--model.init_args.fid_classifier", str(moved)]
+    validated = [scores(run("validate", config, tmp_path / "validate.yaml", "--ckpt_path", "last", *scoring))
+                 for _ in range(2)]
+    assert validated[0] == validated[1] == fitted
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt"
+    task = GenerationTask.load_from_checkpoint(checkpoint, fid_classifier=str(moved)).eval()
+    data = SyntheticShapesGenerationData(**config["data"]["init_args"])
+    data.setup("validate")
+    for reference, loader in enumerate(data.val_dataloader()):
+        for images, labels in loader:
+            task.quality.update_real((images + 1) / 2, labels, reference=bool(reference))
+    task.add_eval_samples(batch_size=data.batch_size)
+    direct = task.sample_quality()
+    assert {f"val_{key}": float(torch.tensor(value, dtype=torch.float32)) for key, value in direct.items()} == \
+        {key: value for key, value in fitted.items() if key != "val_loss"}
 
 
 def test_sampling_at_twice_the_training_resolution(tmp_path):
@@ -223,6 +266,20 @@ def test_a_misspelt_sampler_argument_is_an_error_when_the_task_is_built(sampler,
                                           r"\(\w+Scheduler\); valid: num_train_timesteps, .*steps_offset"):
         tiny_task(sampler=sampler, sampler_args={key: True})
     assert tiny_task(sampler="ddim", sampler_args={"clip_sample": True}).hparams.sampler_args == {"clip_sample": True}
+
+
+def test_another_sampler_at_generate_time_leaves_the_configured_samplers_arguments(monkeypatch):
+    task = tiny_task(sampler="ddim", sampler_args={"clip_sample": True})
+    given = []
+    real = task_module.sampling_scheduler
+    monkeypatch.setattr(task_module, "sampling_scheduler",
+                        lambda training, sampler, **options: given.append((sampler, options)) or
+                        real(training, sampler, **options))
+    labels = torch.tensor([0, 1])
+    noise = torch.randn(2, 3, 16, 16)
+    for sampler in (None, "ddim", "dpm_solver"):
+        assert torch.isfinite(task.generate(labels, noise, sampler=sampler, steps=2)).all()
+    assert given == [("ddim", {"clip_sample": True}), ("ddim", {"clip_sample": True}), ("dpm_solver", {})]
 
 
 def test_a_predict_after_start_prediction_shows_no_sample_of_an_earlier_run(tmp_path):
