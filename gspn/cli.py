@@ -1,5 +1,6 @@
 """The `gspn` command: LightningCLI with the subcommands fit, validate, test and predict, plus
-`gspn configs`, which lists the configs shipped with the package.
+`gspn configs`, which lists the configs shipped with the package, and `gspn export`, which turns a
+checkpoint into a weights folder (gspn/tasks/export.py).
 
     gspn fit --config tasks/classification/configs/demo.yaml
     gspn fit --config configs/trainer/gpu.yaml --config <task config> --model.init_args.lr 1e-3 --print_config
@@ -29,11 +30,12 @@ import warnings
 from pathlib import Path
 
 from gspn.dotted import import_object
-from gspn.errors import CheckpointError, GSPNError
+from gspn.errors import CheckpointError, ConfigError, GSPNError
 
 CONFIG_PACKAGES = ("gspn.configs", "gspn.tasks")
 DESCRIPTION = ("Train, evaluate and run GSPN models: gspn {fit,validate,test,predict} --config <yaml>. "
-               "`gspn configs` lists the configs shipped with the package; --debug shows the traceback of an error.")
+               "`gspn configs` lists the configs shipped with the package; `gspn export --ckpt_path <ckpt> <folder>` "
+               "writes a checkpoint's network as a weights folder; --debug shows the traceback of an error.")
 
 
 def import_tasks() -> list[str]:
@@ -63,6 +65,45 @@ def print_configs() -> None:
     print("Configs shipped with gspn (pass any of these paths to --config):")
     for path in shipped_configs():
         print(f"  {path}")
+
+
+def export(arguments: list[str]) -> None:
+    """`gspn export --ckpt_path <ckpt> <folder> [--config <yaml> ...]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="gspn export", description=(
+        "Write the network of a task checkpoint as a weights folder: config.json, model.safetensors and a model "
+        "card README.md, ready for `hf upload <owner>/<name> <folder>` (nothing is uploaded)."))
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by gspn fit")
+    parser.add_argument("folder", help="the folder to write (created if needed; its three files are replaced)")
+    parser.add_argument("--config", action="append", default=[], help=(
+        "the run's config, as given to gspn fit (repeatable): its data module adds the preprocessing (image "
+        "size, crop fraction, mean, std, class names) to the folder's config.json"))
+    options = parser.parse_args(arguments)
+    from gspn.tasks.export import export_checkpoint
+
+    data = data_module(options.config) if options.config else None
+    folder = export_checkpoint(options.ckpt_path, options.folder, data)
+    print(f"wrote {folder}: config.json, model.safetensors, README.md (upload: hf upload <owner>/<name> {folder})")
+
+
+def data_module(configs: list[str]):
+    """The data module that `configs` (merged, later files winning, `${...}` resolved) describe, constructed
+    but not set up. A short class name is looked up in the task packages."""
+    from omegaconf import OmegaConf
+
+    missing = [path for path in configs if not Path(path).is_file()]
+    if missing:
+        raise ConfigError(f"--config: no such file: {', '.join(missing)}")
+    settings = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(path) for path in configs)), resolve=True)
+    data = settings.get("data") or {}
+    class_path = data.get("class_path", "")
+    data_class = import_object(class_path) or next(
+        (getattr(sys.modules[name], class_path) for name in import_tasks()
+         if inspect.isclass(getattr(sys.modules[name], class_path, None))), None)
+    if data_class is None:
+        raise ConfigError(f"--config {' '.join(configs)}: data.class_path {class_path!r} names no data module class")
+    return data_class(**data.get("init_args", {}))
 
 
 def data_value(name: str):
@@ -244,6 +285,9 @@ def cli_main(args: list[str] | None = None):
     arguments = sys.argv[1:] if args is None else args
     if arguments[:1] == ["configs"]:
         print_configs()
+        return None
+    if arguments[:1] == ["export"]:
+        export(arguments[1:])
         return None
     from jsonargparse import set_parsing_settings
     from lightning.pytorch import LightningDataModule, LightningModule

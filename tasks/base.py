@@ -42,17 +42,22 @@ def seed_all(seed_sequence: np.random.SeedSequence) -> None:
 
 
 class BaseTask(LightningModule):
-    """Args (shared by every task):
-        lr: the peak learning rate, for `lr_batch_size` samples per step if that is given: the rate
-            used is then lr * effective batch / lr_batch_size, with effective batch = the data
-            module's batch_size * devices * nodes * accumulate_grad_batches.
+    """The training settings every task shares: optimiser, learning-rate schedule, EMA, non-finite steps.
+
+    A task passes them on through its **kwargs, so they are options of every task.
+
+    Args:
+        lr: the peak learning rate, for `lr_batch_size` samples per step if that is given.
+        lr_batch_size: the batch size `lr` is meant for (None: lr is used as it is). When given, the rate
+            used is lr * effective batch / lr_batch_size, with effective batch = the data module's
+            batch_size * devices * nodes * accumulate_grad_batches.
         weight_decay: on weights of two or more dimensions only (not on norms, biases, scalars).
         optimizer: a class of torch.optim by name (AdamW, SGD, ...) or a dotted class path.
         optimizer_args: its other arguments, e.g. {betas: [0.9, 0.999]} or {momentum: 0.9, nesterov: true}.
         schedule: after warm-up, "cosine" or "poly" down to min_lr_ratio * the peak at the last
             step (max_steps, or max_epochs worth of steps), or "constant".
-        warmup_epochs, warmup_steps: linear warm-up, in epochs (may be fractional) or optimiser
-            steps; give one of them.
+        warmup_epochs: linear warm-up in epochs (may be fractional); give this or warmup_steps, not both.
+        warmup_steps: linear warm-up in optimiser steps; give this or warmup_epochs, not both.
         min_lr_ratio: where the cosine or polynomial ends, as a fraction of the peak.
         poly_power: the exponent of the polynomial decay (1.0: linear, the segmentation recipe).
         ema_decay: keep an EMA of the weights with this decay; validation, checkpoints and
@@ -72,7 +77,8 @@ class BaseTask(LightningModule):
     inference_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, lr: float = 1e-3, lr_batch_size: int | None = None, weight_decay: float = 0.05,
-                 optimizer: str = "AdamW", optimizer_args: dict[str, Any] | None = None, schedule: str = "cosine",
+                 optimizer: str = "AdamW", optimizer_args: dict[str, Any] | None = None,
+                 schedule: Literal["cosine", "poly", "constant"] = "cosine",
                  warmup_epochs: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.01,
                  poly_power: float = 1.0, ema_decay: float | None = None, ema_warmup: bool = True,
                  nonfinite: Literal["stop", "skip"] = "stop"):

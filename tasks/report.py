@@ -8,6 +8,7 @@ metric (its `monitor`) rather than -1.
 
 import sys
 import time
+import warnings
 
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -18,7 +19,11 @@ class RunReport(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit" and [type(logger) for logger in trainer.loggers] == [TensorBoardLogger]:
             board = trainer.loggers[0]
-            trainer.loggers = [board, CSVLogger(board.save_dir, name=board.name, version=board.version)]
+            table = CSVLogger(board.save_dir, name=board.name, version=board.version)
+            with warnings.catch_warnings():  # the folder holds TensorBoard's files, which it leaves alone
+                warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+                table.experiment
+            trainer.loggers = [board, table]
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.started = time.monotonic()

@@ -33,7 +33,7 @@ cudaError_t propagate_forward(DType dtype, const Problem& p, const void* x, cons
                               const void* b, const void* c, void* h, cudaStream_t stream);
 
 // Gradients from dh = dL/dh and the forward's h. One launch, plus a reduction launch when the
-// weight gradients of a group are summed over several channel tiles (see the .cu).
+// weight gradients of a group are summed over several channel tiles (see weight_grads.cuh).
 cudaError_t propagate_backward(DType dtype, const Problem& p, const void* dh, const void* x, const void* lam,
                                const void* a, const void* b, const void* c, const void* h, void* dx,
                                void* dlam, void* da, void* db, void* dc, void* workspace, cudaStream_t stream);

@@ -8,6 +8,8 @@
     generation    parameters and GMACs of the denoiser presets next to DiT's, and the demo denoiser's
                   CPU throughput (docs/generation.md)
     segmentation  size, GMACs, speed and memory of UPerNet-GSPN (docs/segmentation.md; `seg` extra)
+    small_data    the small-data classification recipe on three small real data sets shipped in PyPI
+                  packages, against scikit-learn's SVC and logistic regression (`baselines` extra)
 
 `common` holds what they share: the timer (`median_seconds`), the table printer (`print_table`) and
 the peak-memory reader (`peak_memory`). `cuda_model` is the H100 bandwidth model of the CUDA kernels'

@@ -58,7 +58,7 @@ H100 = ModelDevice(**dataclasses.asdict(launch_plan.H100), shared_per_sm=233472,
 SHARED_RESERVED = 1024  # bytes the runtime reserves per block
 
 # Register staging of plans without a ring: values (floats; doubles count twice) each thread loads
-# before it waits (kForwardStage, kBackwardStage, kBackwardStageDouble of propagate_kernels.cu).
+# before it waits (kForwardStage, kBackwardStage, kBackwardStageDouble of csrc/cuda/launch_config.cuh).
 FORWARD_STAGE, BACKWARD_STAGE, BACKWARD_STAGE_DOUBLE = 2, 2, 2
 
 # Registers per thread from `nvcc -arch=sm_90 -O3 -Xptxas -v` (backward, acc bytes; the most over the input

@@ -4,6 +4,7 @@ Strides 4, 8, 16, 32; any input from 32 pixels up, odd and non-square included. 
 timm's: forward_features, forward_intermediates, forward_head, reset_classifier, feature_info.
 """
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from gspn.errors import ConfigError
 
 from ..nn import GSPNBlock, LayerNorm2d
+from .arguments import RecordsArguments
 
 Chunk = int | None
 
@@ -58,7 +60,35 @@ class Head(nn.Module):
         return x if pre_logits else self.fc(self.drop(x))
 
 
-class GSPNBackbone(nn.Module):
+class Backbone(abc.ABC):
+    """The backbone API that the tasks build on: any nn.Module class with `reset_classifier` and
+    `set_grad_checkpointing` (and a `num_classes` attribute, the size of its classifier) is a Backbone
+    without subclassing it (`issubclass` answers through `__subclasshook__`); GSPNBackbone subclasses it.
+
+    A task's type hint names this class rather than nn.Module, so that the `gspn` help lists the
+    backbones instead of every module class in the environment, and a class_path to a module without
+    the API is an error when the command line is parsed.
+    """
+
+    API = ("reset_classifier", "set_grad_checkpointing")
+
+    @abc.abstractmethod
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with one of num_classes outputs (and set `num_classes`)."""
+
+    @abc.abstractmethod
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the blocks' activations in the backward pass to save memory."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type):
+        if cls is not Backbone:
+            return NotImplemented
+        has_api = issubclass(other, nn.Module) and all(callable(getattr(other, name, None)) for name in cls.API)
+        return True if has_api else NotImplemented
+
+
+class GSPNBackbone(nn.Module, Backbone, RecordsArguments):
     """GSPN classification backbone.
 
     dims: four stage widths, or one int doubled per stage. chunks: per stage, one value for all its

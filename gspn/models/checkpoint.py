@@ -1,5 +1,6 @@
-"""Loading weights from a checkpoint file, with a report of what did not fit."""
+"""Loading weights from a checkpoint file, a weights folder or the Hub, with a report of what did not fit."""
 
+import json
 import logging
 import pickle
 import re
@@ -10,6 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from gspn.errors import CheckpointError
+
+from .hub import CONFIG_FILE, HUB_PREFIX, WEIGHTS_FILE, download, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,43 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(content, dict):
         raise CheckpointError(f"{path}: expected a checkpoint or state dict, found a {type(content).__name__}")
     return content
+
+
+@dataclass
+class Weights:
+    """Tensors read from `source`, and the config that describes their network when the source has one
+    (a weights folder, or a .safetensors file written by save_pretrained)."""
+
+    source: str
+    state: dict[str, Tensor]
+    config: dict | None = None
+
+
+def read_weights(source: str | Path) -> Weights:
+    """The weights of a folder of config.json + model.safetensors, a .safetensors file, a Hub repository
+    `hf-hub:owner/name`, or a checkpoint or state dict file (read with `read_checkpoint`)."""
+    label = str(source)
+    if label.startswith(HUB_PREFIX):
+        return read_folder(download(label[len(HUB_PREFIX):]), label)
+    path = Path(source)
+    if path.is_dir():
+        return read_folder(path, label)
+    if path.suffix == ".safetensors":
+        return Weights(label, *read_safetensors(path, label))
+    return Weights(label, extract_state_dict(read_checkpoint(path)))
+
+
+def read_folder(folder: Path, label: str) -> Weights:
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{label}: no {CONFIG_FILE} in this folder; a weights folder holds {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE}, as written by save_pretrained or `gspn export`")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{label}: {CONFIG_FILE} is not valid JSON ({error})") from error
+    state, _ = read_safetensors(folder / WEIGHTS_FILE, label)
+    return Weights(label, state, config)
 
 
 @dataclass
@@ -90,13 +130,19 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = False,
                     prefix: str | None = None) -> LoadReport:
     """Load weights from `path` into `model` and report missing, unexpected and mismatched keys.
 
-    Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
+    `path`: anything `read_weights` reads (a weights folder, a .safetensors file, `hf-hub:owner/name`, a
+    checkpoint). Accepts plain state dicts, {"state_dict": ...} (Lightning) and {"model": ...}; a common key prefix
     such as "model." or "backbone." is found and stripped (or give `prefix`). Keys outside the prefix
     count as unexpected. Tensors whose shape differs from the model's are skipped and reported. With
     `strict`, any of the three raises a CheckpointError after nothing has been loaded. A file of which no
     tensor fits the model is a CheckpointError.
     """
-    state = extract_state_dict(read_checkpoint(path))
+    return load_state(model, read_weights(path).state, path, strict=strict, prefix=prefix)
+
+
+def load_state(model: nn.Module, state: dict[str, Tensor], path: str | Path, *, strict: bool = False,
+               prefix: str | None = None) -> LoadReport:
+    """`load_checkpoint` of tensors already read from `path`."""
     own = model.state_dict()
     if prefix is None:
         prefix = find_prefix(list(state), set(own))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from gspn.errors import ConfigError
 
 from ..nn import GSPNMixer, LayerNorm2d, Mlp, SelfAttention, sincos_position_2d
+from .arguments import RecordsArguments
 from .registry import register_model
 
 CONDITIONING = ("adaln", "additive")
@@ -91,7 +92,7 @@ class FinalLayer(nn.Module):
         return F.pixel_shuffle(self.proj(x), self.patch_size)
 
 
-class GSPNDenoiser(nn.Module):
+class GSPNDenoiser(nn.Module, RecordsArguments):
     """Predicts the noise (or v) of x_t given the timestep t and the class label y.
 
     in_chans: 3 for pixels, 4 for Stable Diffusion latents; the output has `out_chans` (default in_chans).

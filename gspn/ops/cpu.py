@@ -7,6 +7,7 @@ import torch
 from . import build
 from .precision import in_compute_dtype
 
+# The two ops' translation units; the headers they include need no listing: ninja's depfiles rebuild on a change.
 SOURCES = ("cpu/propagate_cpu.cpp", "cpu/mixer_cpu.cpp")
 
 
@@ -25,7 +26,7 @@ def backward(dh, x, lam, a, b, c, h, direction, chunk):
 
 
 def mixer_forward(x, params, merge, proj, groups, chunk, skip, save_states):
-    """The fused four-direction mixer propagation (csrc/cpu/mixer_cpu.cpp); see gspn.ops.mixer."""
+    """The fused four-direction mixer propagation (csrc/cpu/mixer_kernels.h); see gspn.ops.mixer."""
     return in_compute_dtype(lambda *t: torch.ops.gspn_cpu.mixer_forward(*t, groups, chunk, skip, save_states),
                             x, params, merge, proj, cast_back=(x.dtype, None))
 

@@ -1,4 +1,4 @@
-"""The CUDA kernels' launch plans: a Python mirror of the host planner of csrc/cuda/propagate_kernels.cu.
+"""The CUDA kernels' launch plans: a Python mirror of the host planner of csrc/cuda/planner.cuh.
 
 `gspn.ops.cuda` calls `make_plan` on every call to decide whether the kernels take a shape (a cross
 axis too long for one block's shared memory runs on the reference instead). `make_plan` mirrors the
@@ -23,7 +23,7 @@ class Device:
 
 H100 = Device("H100 SXM", sms=132, shared_optin=232448)
 
-# The planner's constants (propagate_kernels.cu).
+# The planner's constants (csrc/cuda/launch_config.cuh).
 MAX_THREADS = 512
 MAX_CHANNEL_TILE = 32
 MIN_SPREAD_TILE = 1

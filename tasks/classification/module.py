@@ -9,7 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from gspn.errors import ConfigError
-from gspn.models import load_checkpoint
+from gspn.models import Backbone, load_checkpoint
 
 from ..backbones import create_backbone
 from ..base import BaseTask
@@ -18,31 +18,36 @@ from .mixup import MixupCutmix
 
 
 class ClassificationTask(BaseTask):
-    """Args:
-        backbone: a preset of gspn.models (e.g. gspn_t; see gspn.models.list_models()) or a module
-            (a class_path in YAML) with the backbone API; a module's classifier is reset to num_classes.
-        backbone_args: overrides of the preset (dims, depths, drop_path_rate, ...).
-        num_classes: the `gspn` command links it from the data module.
-        pretrained: a checkpoint file for the backbone (the averaged weights when it was trained with
-            an EMA); tensors whose shape differs (another classifier) are skipped and reported, and a
-            file of which no tensor fits (another architecture) is an error.
-        label_smoothing: of the training targets.
-        mixup_alpha, cutmix_alpha: Beta parameters of batch-level mixup and cutmix (0 disables).
-        mixup_prob: probability of mixing a batch; mixup_switch_prob: of cutmix when both are on.
-        grad_checkpointing: recompute the blocks' activations in the backward pass to save memory.
-        top_k: how many classes `gspn predict` writes per image.
-        **kwargs: optimisation and EMA settings of BaseTask (lr, lr_batch_size, weight_decay, ...).
+    """Image classification with a GSPN backbone (or any network with the same API).
 
     From a checkpoint: the whole task with `ClassificationTask.load_from_checkpoint(path)`; the network
     alone (a preset backbone), from any task, with `gspn.tasks.backbones.backbone_from_checkpoint(path,
     owner)`, which reads the backbone, num_classes and backbone_args recorded here.
+
+    Args:
+        backbone: a preset of gspn.models (e.g. gspn_t; see gspn.models.list_models()) or a module
+            (a class_path in YAML, e.g. gspn.models.GSPNBackbone) with the backbone API
+            (gspn.models.Backbone); a module's classifier is reset to num_classes.
+        backbone_args: overrides of the preset (dims, depths, drop_path_rate, ...).
+        num_classes: the number of classes; the `gspn` command links it from the data module.
+        pretrained: a checkpoint file for the backbone (the averaged weights when it was trained with
+            an EMA); tensors whose shape differs (another classifier) are skipped and reported, and a
+            file of which no tensor fits (another architecture) is an error.
+        label_smoothing: of the training targets.
+        mixup_alpha: the Beta parameter of batch-level mixup (0 disables it).
+        cutmix_alpha: the Beta parameter of batch-level cutmix (0 disables it).
+        mixup_prob: probability of mixing a batch.
+        mixup_switch_prob: probability of cutmix rather than mixup when both are on.
+        grad_checkpointing: recompute the blocks' activations in the backward pass to save memory.
+        top_k: how many classes `gspn predict` writes per image.
+        **kwargs: optimisation and EMA settings of BaseTask (lr, lr_batch_size, weight_decay, ...).
     """
 
     monitor = "val_acc1"
     monitor_mode = "max"
     data_links = ("num_classes",)
 
-    def __init__(self, backbone: str | nn.Module = "gspn_nano", backbone_args: dict | None = None,
+    def __init__(self, backbone: str | Backbone = "gspn_nano", backbone_args: dict | None = None,
                  num_classes: int | None = None, pretrained: str | None = None, label_smoothing: float = 0.0,
                  mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, mixup_prob: float = 1.0,
                  mixup_switch_prob: float = 0.5, grad_checkpointing: bool = False, top_k: int = 5, **kwargs):

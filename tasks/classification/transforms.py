@@ -11,13 +11,13 @@ from kornia.augmentation.auto import RandAugment
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline, normalize
 
 
-def train_pipeline(size: int, *, crop_scale: tuple[float, float] = (0.08, 1.0),
-                   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5, rand_augment_ops: int = 2,
-                   rand_augment_magnitude: int = 27, random_erasing: float = 0.25, mean=IMAGENET_MEAN,
-                   std=IMAGENET_STD) -> Pipeline:
+def train_pipeline(size: int, *, crop_scale: tuple[float, float], crop_ratio: tuple[float, float], hflip: float,
+                   rand_augment_ops: int, rand_augment_magnitude: int, random_erasing: float,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Pipeline:
     """Random resized crop (area fraction crop_scale, aspect crop_ratio), horizontal flip with
     probability hflip, RandAugment (rand_augment_ops ops at magnitude rand_augment_magnitude on
-    kornia's 0-30 scale; 0 ops disables it), normalisation, random erasing with probability random_erasing."""
+    kornia's 0-30 scale; 0 ops disables it), normalisation, random erasing with probability random_erasing.
+    The defaults are the data module's (ImageFolderDataModule)."""
     steps = [K.RandomResizedCrop((size, size), scale=crop_scale, ratio=crop_ratio)]
     if hflip > 0:
         steps.append(K.RandomHorizontalFlip(p=hflip))

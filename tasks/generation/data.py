@@ -14,6 +14,7 @@ classes when not given); the task draws each sample's noise from (seed, label, i
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import kornia.augmentation as K
 import torch
@@ -45,8 +46,19 @@ class SampleRequests(Dataset):
 
 
 class GenerationDataModule(TaskDataModule):
-    """Shared by the generation data modules: `classes`, `num_classes`, `image_size` (pixels), the
-    reference loader and the predict requests. Subclasses fill "train", "val", "reference"."""
+    """The base of the generation data modules.
+
+    Shared by the generation data modules: `classes`, `num_classes`, `image_size` (pixels), the
+    reference loader and the predict requests. Subclasses fill "train", "val", "reference".
+
+    Args:
+        batch_size: images per batch (per device).
+        num_workers: worker processes of each data loader (0: load in the main process).
+        samples_per_class: how many samples `gspn predict` generates for each class it is asked for
+            (at least 1).
+        predict_classes: the classes `gspn predict` generates, names or indices (all classes when not
+            given); an unknown one is an error naming the known ones.
+    """
 
     classes: list[str]
 
@@ -86,8 +98,23 @@ class GenerationDataModule(TaskDataModule):
 
 class SyntheticShapesGenerationData(GenerationDataModule):
     """SyntheticShapes in [-1, 1], held in memory (no augmentation: flips would change some classes).
+
     Train, val and reference are disjoint draws (seeds seed, seed + 1, seed + 3; seed + 2 is the
-    classifier's test split)."""
+    classifier's test split).
+
+    Args:
+        num_train: the number of training images.
+        num_val: the number of validation images, and of reference images.
+        image_size: the side of the images in pixels.
+        batch_size: images per batch (per device).
+        num_workers: worker processes of each data loader (0: load in the main process).
+        seed: the draw: train, val and reference use seed, seed + 1 and seed + 3.
+        noise: the standard deviation of the pixel noise added to every image (in [0, 1]).
+        samples_per_class: how many samples `gspn predict` generates for each class it is asked for
+            (at least 1).
+        predict_classes: the classes `gspn predict` generates, names or indices (all classes when not
+            given); an unknown one is an error naming the known ones.
+    """
 
     classes = list(CLASSES)
 
@@ -112,12 +139,33 @@ class SyntheticShapesGenerationData(GenerationDataModule):
 
 
 class ImageFolderGenerationData(GenerationDataModule):
-    """Class folders root/train/<class>/...; validation reads root/val/<class>/... when it exists,
-    else the last num_val training images (then left out of training). The reference split is
-    num_val further training images, never trained on."""
+    """Class folders root/train/<class>/..., with ADM's preprocessing.
+
+    Validation reads root/val/<class>/... when it exists, else the last num_val training images (then
+    left out of training). The reference split is num_val further training images, never trained on.
+    Every image is resized (short side) and centre-cropped to image_size; training images are flipped
+    horizontally with probability hflip.
+
+    Args:
+        root: the folder holding train/<class>/ (and val/<class>/ when there is one).
+        image_size: the side in pixels the images are resized (short side) and centre-cropped to.
+        batch_size: images per batch (per device).
+        num_workers: worker processes of each data loader (0: load in the main process).
+        num_val: the number of validation images (taken from training when there is no val folder),
+            and of reference images.
+        hflip: the probability of a horizontal flip in training.
+        verify_images: unreadable images: "off" (an unreadable file fails when it is read, naming it),
+            "error" (scan every file first and name all unreadable ones) or "skip" (scan, and leave
+            them out with a warning each).
+        samples_per_class: how many samples `gspn predict` generates for each class it is asked for
+            (at least 1).
+        predict_classes: the classes `gspn predict` generates, names or indices (all classes when not
+            given); an unknown one is an error naming the known ones.
+    """
 
     def __init__(self, root: str, image_size: int = 256, batch_size: int = 32, num_workers: int = 8,
-                 num_val: int = 1000, hflip: float = 0.5, verify_images: str = "off", samples_per_class: int = 4,
+                 num_val: int = 1000, hflip: float = 0.5, verify_images: Literal["off", "error", "skip"] = "off",
+                 samples_per_class: int = 4,
                  predict_classes: Sequence[int | str] | None = None):
         super().__init__(batch_size, num_workers, samples_per_class, predict_classes)
         self.root = Path(root)
@@ -168,8 +216,22 @@ def read_latents(path: Path) -> dict:
 
 
 class LatentFileData(GenerationDataModule):
-    """Latents saved by `extract_latents`: train on all but 2 * num_val of them; val and reference are
-    the rest (decoded by the task for the metrics)."""
+    """Latents saved by `extract_latents`, for latent diffusion without encoding at every step.
+
+    Train on all but 2 * num_val of them; val and reference are the rest (decoded by the task for the
+    metrics).
+
+    Args:
+        path: the file written by `extract_latents` (read with `weights_only=True`).
+        batch_size: latents per batch (per device).
+        num_workers: worker processes of each data loader (0: load in the main process).
+        num_val: the number of validation latents, and of reference latents (the file must hold more
+            than 2 * num_val).
+        samples_per_class: how many samples `gspn predict` generates for each class it is asked for
+            (at least 1).
+        predict_classes: the classes `gspn predict` generates, names or indices (all classes when not
+            given); an unknown one is an error naming the known ones.
+    """
 
     def __init__(self, path: str, batch_size: int = 32, num_workers: int = 2, num_val: int = 1000,
                  samples_per_class: int = 4, predict_classes: Sequence[int | str] | None = None):

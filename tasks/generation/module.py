@@ -2,6 +2,7 @@
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,19 +38,28 @@ def save_png(image: Tensor, path: Path) -> None:
 
 
 class GenerationTask(BaseTask):
-    """Args:
+    """Class-conditional diffusion with a GSPN denoiser, in pixel or latent space.
+
+    The sampling and scoring settings (inference_args) are taken from the command line at `gspn
+    validate`, not from the checkpoint: a finished run is scored with `gspn validate --config <config>
+    --ckpt_path <ckpt> --model.init_args.fid_classifier <judge> --model.init_args.eval_samples N`.
+
+    Args:
         denoiser: a denoiser preset of gspn.models (gspn_denoiser_b2, ..., gspn_denoiser_nano2).
         denoiser_args: overrides of the preset (hidden, depth, conditioning, mlp_ratio, chunks, ...).
-        num_classes: linked from the data module. image_size: the training size in pixels (default: the
-            data module's image_size).
+        num_classes: the number of classes, linked from the data module.
+        image_size: the training size in pixels (default: the data module's image_size).
         autoencoder: a local folder with a diffusers AutoencoderKL for latent diffusion (None: pixels).
-        prediction_type: "epsilon" or "v_prediction"; num_train_timesteps, beta_schedule: the training
-            schedule (1000, "linear": ADM/DiT; or "squaredcos_cap_v2", the cosine schedule).
+        prediction_type: what the denoiser predicts: "epsilon" (the noise) or "v_prediction".
+        num_train_timesteps: the number of timesteps of the training schedule (1000: ADM/DiT).
+        beta_schedule: the training schedule's betas: "linear" (ADM/DiT) or "squaredcos_cap_v2" (the
+            cosine schedule).
         snr_gamma: Min-SNR-gamma loss weighting (e.g. 5; faster convergence), None for the plain loss.
         snr_floor: the least implied x0 weight of a timestep (truncated SNR, e.g. 1), None for none.
         label_dropout: the rate at which training labels become the null class (classifier-free guidance).
-        sampler: "ddpm", "ddim" or "dpm_solver" (DPM-Solver++); sampling_steps; sampler_args: the
-            scheduler's own options (e.g. {clip_sample: true} for DDPM/DDIM in pixel space).
+        sampler: "ddpm", "ddim" or "dpm_solver" (DPM-Solver++).
+        sampling_steps: the number of sampling steps.
+        sampler_args: the scheduler's own options (e.g. {clip_sample: true} for DDPM/DDIM in pixel space).
         guidance_scale: for the validation grid and `gspn predict` (1: no guidance).
         sample_size: the size in pixels of sampled images (default image_size; any multiple of the
             patch size times the autoencoder's factor).
@@ -61,12 +71,10 @@ class GenerationTask(BaseTask):
             the same samples whether validation runs inside `gspn fit` or as `gspn validate`.
         eval_guidance_scale: guidance of those samples (default guidance_scale).
         fid_features: "classifier" (the pooled features of fid_classifier) or "inception" (needs torch-fidelity).
-        fid_classifier: a checkpoint of the classification task trained on the same data; its input
-            normalisation is classifier_mean, classifier_std (of [0, 1] images).
+        fid_classifier: a checkpoint of the classification task trained on the same data.
+        classifier_mean: fid_classifier's input normalisation, the mean (of [0, 1] images).
+        classifier_std: fid_classifier's input normalisation, the std (of [0, 1] images).
         kid_subset_size: KID's subset size (capped by the number of samples); its subsets are drawn from seed.
-        The sampling and scoring settings (inference_args) are taken from the command line at
-        `gspn validate`, not from the checkpoint: a finished run is scored with `gspn validate --config
-        <config> --ckpt_path <ckpt> --model.init_args.fid_classifier <judge> --model.init_args.eval_samples N`.
         **kwargs: optimisation and EMA settings of BaseTask (lr, weight_decay, warmup_steps, ema_decay, ...).
     """
 
@@ -79,12 +87,14 @@ class GenerationTask(BaseTask):
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
-                 prediction_type: str = "epsilon", num_train_timesteps: int = 1000, beta_schedule: str = "linear",
+                 prediction_type: Literal["epsilon", "v_prediction"] = "epsilon", num_train_timesteps: int = 1000,
+                 beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "linear",
                  snr_gamma: float | None = None, snr_floor: float | None = None,
-                 label_dropout: float = 0.1, sampler: str = "ddim", sampling_steps: int = 50,
-                 sampler_args: dict | None = None, guidance_scale: float = 1.5, sample_size: int | None = None,
-                 seed: int = 0, grid_samples: int = 4, eval_samples: int = 0, eval_guidance_scale: float | None = None,
-                 fid_features: str = "classifier", fid_classifier: str | None = None,
+                 label_dropout: float = 0.1, sampler: Literal["ddpm", "ddim", "dpm_solver"] = "ddim",
+                 sampling_steps: int = 50, sampler_args: dict | None = None, guidance_scale: float = 1.5,
+                 sample_size: int | None = None, seed: int = 0, grid_samples: int = 4, eval_samples: int = 0,
+                 eval_guidance_scale: float | None = None,
+                 fid_features: Literal["classifier", "inception"] = "classifier", fid_classifier: str | None = None,
                  classifier_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
                  classifier_std: tuple[float, float, float] = (0.25, 0.25, 0.25), kid_subset_size: int = 100,
                  **kwargs):

@@ -35,9 +35,17 @@ class NamedImages(Dataset):
 
 
 class SegmentationDataModule(TaskDataModule):
-    """Args: batch_size (training, per device; at least 2), eval_batch_size (validation, test,
-    prediction), num_workers; predict_root: a folder of images for `gspn predict` (default: the
-    validation images), read one image per batch since their sizes may differ."""
+    """The base of the segmentation data modules: classes, palette, loaders and `gspn predict`'s images.
+
+    Args:
+        class_names: one name per class (label value).
+        palette: an [r, g, b] per class (default: generated).
+        batch_size: training images per batch (per device; at least 2).
+        eval_batch_size: images per batch of validation, test and prediction.
+        num_workers: worker processes of each data loader (0: load in the main process).
+        predict_root: a folder of images for `gspn predict` (default: the validation images), read one
+            image per batch since their sizes may differ.
+    """
 
     def __init__(self, class_names: Sequence[str], palette: Sequence[Sequence[int]] | None = None,
                  batch_size: int = 8, eval_batch_size: int = 1, num_workers: int = 2,
@@ -74,7 +82,17 @@ class SegmentationDataModule(TaskDataModule):
 class ProceduralScenesDataModule(SegmentationDataModule):
     """The embedded scenes (see procedural.py): discs, squares, lone bars and cross bars.
 
-    image_size: int or [height, width]; seed: the scenes (train, val and test use disjoint seeds).
+    Args:
+        num_train: the number of training scenes.
+        num_val: the number of validation scenes.
+        num_test: the number of test scenes.
+        image_size: the scenes' size in pixels, an int or [height, width] (at least 16).
+        seed: the scenes (train, val and test use disjoint seeds).
+        batch_size: training scenes per batch (per device; at least 2).
+        eval_batch_size: scenes per batch of validation, test and prediction.
+        num_workers: worker processes of each data loader (0: load in the main process).
+        predict_root: a folder of images for `gspn predict` (default: the validation scenes), read one
+            image per batch since their sizes may differ.
     """
 
     def __init__(self, num_train: int = 2048, num_val: int = 256, num_test: int = 256,
@@ -92,15 +110,34 @@ class ProceduralScenesDataModule(SegmentationDataModule):
 
 
 class SegmentationFolderDataModule(SegmentationDataModule):
-    """Your own data: root/images/<split>/... and root/masks/<split>/... with matching names (any image
-    extension; masks are single-channel label images, grey (8 or 16 bits) or palette PNGs, 255 ignored).
+    """Your own data: root/images/<split>/... and root/masks/<split>/... with matching names.
 
-    class_names: one per label value; palette: an [r, g, b] per class (default: generated).
-    splits: the folder name of each split (test falls back to val).
-    reduce_zero_label: label 0 is "other" and ignored, 1..N become 0..N-1 (ADE20K's convention).
-    verify: read and check every image and mask when the data is set up (before training), and every
-        image of predict_root before predicting.
-    Training augmentation (mmsegmentation's): crop_size, scale, ratio_range, cat_max_ratio, photometric.
+    Images may have any image extension; masks are single-channel label images, grey (8 or 16 bits) or
+    palette PNGs, 255 ignored. The training augmentation is mmsegmentation's (crop_size, scale,
+    ratio_range, cat_max_ratio, photometric): random resize, random crop, horizontal flip (probability
+    0.5), photometric distortion, padding to crop_size (labels padded with 255, ignored).
+
+    Args:
+        root: the folder holding images/<split>/ and masks/<split>/.
+        class_names: one per label value.
+        palette: an [r, g, b] per class (default: generated).
+        splits: the folder name of each split, train and val needed (default {train: train, val: val});
+            test falls back to val.
+        reduce_zero_label: label 0 is "other" and ignored, 1..N become 0..N-1 (ADE20K's convention).
+        crop_size: [height, width] of the training crops.
+        scale: the target scale of the training resize (mmsegmentation's RandomResize: the image keeps
+            its aspect and fits within scale times a factor drawn from ratio_range).
+        ratio_range: the range of the factor of the training resize.
+        cat_max_ratio: the largest fraction of a training crop a single class may cover
+            (mmsegmentation's RandomCrop tries another crop otherwise).
+        photometric: apply mmsegmentation's photometric distortion (PhotoMetricDistortion) in training.
+        verify: read and check every image and mask when the data is set up (before training), and every
+            image of predict_root before predicting.
+        batch_size: training images per batch (per device; at least 2).
+        eval_batch_size: images per batch of validation, test and prediction.
+        num_workers: worker processes of each data loader (0: load in the main process).
+        predict_root: a folder of images for `gspn predict` (default: the validation images), read one
+            image per batch since their sizes may differ.
     """
 
     image_dir = "images"
@@ -144,9 +181,27 @@ class SegmentationFolderDataModule(SegmentationDataModule):
 
 
 class ADE20KDataModule(SegmentationFolderDataModule):
-    """ADE20K (SceneParsing, 150 classes) in its official layout: root/ADEChallengeData2016 or root
-    itself holding images/{training,validation} and annotations/{training,validation}; label 0 is
-    ignored. Class names and palette are mmsegmentation's."""
+    """ADE20K (SceneParsing, 150 classes) in its official layout; class names and palette are mmsegmentation's.
+
+    Label 0 is ignored (reduce_zero_label); validation, test and prediction read one image per batch.
+
+    Args:
+        root: root/ADEChallengeData2016 or root itself, holding images/{training,validation} and
+            annotations/{training,validation}.
+        crop_size: [height, width] of the training crops.
+        scale: the target scale of the training resize (mmsegmentation's RandomResize: the image keeps
+            its aspect and fits within scale times a factor drawn from ratio_range).
+        ratio_range: the range of the factor of the training resize.
+        cat_max_ratio: the largest fraction of a training crop a single class may cover
+            (mmsegmentation's RandomCrop tries another crop otherwise).
+        photometric: apply mmsegmentation's photometric distortion (PhotoMetricDistortion) in training.
+        verify: read and check every image and mask when the data is set up (before training), and every
+            image of predict_root before predicting.
+        batch_size: training images per batch (per device; at least 2).
+        num_workers: worker processes of each data loader (0: load in the main process).
+        predict_root: a folder of images for `gspn predict` (default: the validation images), read one
+            image per batch since their sizes may differ.
+    """
 
     mask_dir = "annotations"
 

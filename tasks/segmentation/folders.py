@@ -57,7 +57,16 @@ def read_pair(image_path: Path, mask_path: Path, num_classes: int, reduce_zero_l
 
 
 class LabelledFolder(Dataset):
-    """Checked (image, labels) pairs, passed through `transform(image, labels)` if given."""
+    """Checked (image, labels) pairs, passed through `transform(image, labels)` if given.
+
+    Each pair is read and checked when it is loaded (`verify` checks them all at once).
+
+    Args:
+        pairs: (image, mask) file pairs, e.g. from `pair_files`.
+        num_classes: labels must be in [0, num_classes) or 255 (ignored).
+        reduce_zero_label: label 0 is "other" and ignored, 1..N become 0..N-1 (ADE20K's convention).
+        transform: a function of (image, labels) returning the transformed pair (training augmentation).
+    """
 
     def __init__(self, pairs: list[tuple[Path, Path]], num_classes: int, reduce_zero_label: bool = False,
                  transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None):

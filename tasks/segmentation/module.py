@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,24 +24,35 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentationTask(BaseTask):
-    """Args:
+    """Semantic segmentation: UPerNet (UPerHead and an auxiliary FCNHead) on a GSPN backbone.
+
+    Args:
         backbone: a preset of gspn.models (gspn_t, gspn2_t, gspn_nano, ...) or a dotted class path of a
             network with the backbone API (forward_intermediates, feature_info).
         backbone_args: the backbone's arguments (drop_path_rate, dims, depths, chunks, ...).
-        num_classes, class_names, palette: the `gspn` command takes them from the data module
-            (palette: an [r, g, b] per class, for the PNGs of `gspn predict`).
+        num_classes: the number of classes; the `gspn` command takes it from the data module.
+        class_names: one name per class; the `gspn` command takes them from the data module.
+        palette: an [r, g, b] per class, for the PNGs of `gspn predict`; the `gspn` command takes it
+            from the data module.
         pretrained: a classification checkpoint for the backbone (a run's state_dict holds its EMA
             weights when it kept one); missing and unexpected keys are reported, and a file of which
             no tensor fits (another architecture) is an error.
-        decode_channels, pool_scales, dropout: UPerHead's width, pyramid pooling scales and dropout.
-        aux_channels, aux_weight: the auxiliary FCNHead on stage 3 and its loss weight (0 removes it).
+        decode_channels: UPerHead's width.
+        pool_scales: UPerHead's pyramid pooling scales.
+        dropout: UPerHead's dropout.
+        aux_channels: the width of the auxiliary FCNHead on stage 3.
+        aux_weight: the loss weight of the auxiliary FCNHead (0 removes it).
         inference: "whole" (the image at its own size, no padding) or "slide" (windows of crop_size
             every stride pixels, overlapping logits averaged).
+        crop_size: [height, width] of the windows of "slide" inference.
+        stride: [height, width] pixels between the windows of "slide" inference.
         test_scale: [long edge, short edge] the evaluation images are resized to keeping their
             aspect (predictions are mapped back to the original size); None keeps the size.
-        tta_ratios, tta_flip: test-time augmentation, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and true:
-            softmax averaged over the rescaled and mirrored views.
-        mean, std: input normalisation of images in [0, 1] (ImageNet's, as the backbones were trained).
+        tta_ratios: test-time augmentation scales, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]: softmax
+            averaged over the rescaled views (and their mirror images with tta_flip).
+        tta_flip: test-time augmentation by mirroring: softmax averaged over the mirrored views too.
+        mean: input normalisation of images in [0, 1], the mean (ImageNet's, as the backbones were trained).
+        std: input normalisation of images in [0, 1], the std (ImageNet's, as the backbones were trained).
         overlay_alpha: opacity of the coloured mask in the overlay PNGs of `gspn predict`.
         **kwargs: BaseTask's optimisation settings (lr, weight_decay, schedule="poly", warmup_steps, ...).
     """
@@ -52,7 +64,8 @@ class SegmentationTask(BaseTask):
     def __init__(self, backbone: str = "gspn_nano", backbone_args: dict | None = None, num_classes: int | None = None,
                  class_names: list[str] | None = None, palette: list[list[int]] | None = None,
                  pretrained: str | None = None, decode_channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6),
-                 dropout: float = 0.1, aux_channels: int = 256, aux_weight: float = 0.4, inference: str = "whole",
+                 dropout: float = 0.1, aux_channels: int = 256, aux_weight: float = 0.4,
+                 inference: Literal["whole", "slide"] = "whole",
                  crop_size: tuple[int, int] = (512, 512), stride: tuple[int, int] = (341, 341),
                  test_scale: tuple[int, int] | None = None, tta_ratios: list[float] | None = None,
                  tta_flip: bool = False, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

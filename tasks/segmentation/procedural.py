@@ -95,7 +95,13 @@ def draw_scene(height: int, width: int, rng: np.random.Generator) -> tuple[np.nd
 
 
 class ProceduralScenes(Dataset):
-    """`length` scenes of (height, width) pixels: (image (3, H, W) in [0, 1], labels (H, W) int64)."""
+    """`length` scenes of (height, width) pixels: (image (3, H, W) in [0, 1], labels (H, W) int64).
+
+    Args:
+        length: the number of scenes (at least 1).
+        image_size: the scenes' size in pixels, an int or (height, width) (at least 16 x 16).
+        seed: the scenes: scene i is drawn from (seed, i).
+    """
 
     def __init__(self, length: int, image_size: int | tuple[int, int] = 64, seed: int = 0):
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)

@@ -89,7 +89,7 @@ def test_model_targets_met_wherever_the_bound_allows():
 
 
 def test_model_register_staging_is_the_kernels():
-    """The model's register staging (plans without a ring) is the kernels': propagate_kernels.cu's kForwardStage,
+    """The model's register staging (plans without a ring) is the kernels': launch_config.cuh's kForwardStage,
     kBackwardStage and kBackwardStageDouble."""
     kernels = kernel_constants()
     assert cuda_model.FORWARD_STAGE == kernels["kForwardStage"]

@@ -1,7 +1,8 @@
 """The CUDA kernels, run on the CPU by emulation, against the reference: forward and all five gradients.
 
-csrc/cuda/propagate_kernels.cu is compiled as host C++ (g++, no nvcc, no CUDA torch) over
-tests/ops/emulation/cuda_emulation.h: every GPU thread a real thread, every __syncthreads a checked
+csrc/cuda/propagate_kernels.cu (with its headers) is compiled as host C++ (g++, no nvcc, no CUDA torch)
+over tests/ops/emulation/cuda_emulation.h: every GPU thread a fiber, run in a different order at each
+launch of a kernel, every __syncthreads a checked
 barrier, dynamic shared memory exactly the launch size and poisoned with NaN, every tensor an
 exact-size buffer with NaN-poisoned outputs. The library is built once per test session.
 """

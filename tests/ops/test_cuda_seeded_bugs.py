@@ -2,8 +2,9 @@
 builds it under emulation and checks that the launch fails or the results leave the reference.
 
 Every mutation names the exact source text it changes, and the test fails loudly when that text is
-no longer in the kernels (a seeded bug that silently stops applying would prove nothing). The
-mutants are built once per module, in parallel, without optimisation, and each runs one small case.
+no longer in the kernel sources of csrc/cuda, exactly once (a seeded bug that silently stops applying
+would prove nothing); it is replaced in whichever file holds it. The mutants and the unmutated
+kernels are built once per module, in parallel, without optimisation, and each runs one small case.
 """
 
 import concurrent.futures
@@ -12,8 +13,7 @@ import os
 import pytest
 import torch
 
-from gspn.ops.build import source_dir
-from tests.ops.emulation.harness import CXX, EmulationError, Emulator, build
+from tests.ops.emulation.harness import CXX, EmulationError, Emulator, build, kernel_sources
 from tests.ops.test_cuda_emulation import assert_all_close, emulated, make_inputs, reference
 
 BLOCK_CASE = ((1, 2, 1, 70, 6), "lr", None)  # cross axis 70: block mode, a barrier per step
@@ -25,7 +25,7 @@ SPLIT_CASE = ((1, 2, 1, 40, 36), "lr", 5, torch.float32)
 SPLIT_SYNC_CASE = ((1, 1, 1, 64, 33), "lr", None, torch.float16)  # odd W: 16-bit copies land at once
 TOLERANCE = {torch.float64: None, torch.float32: 1e-4, torch.float16: 1e-2}  # against the float64 reference
 
-# name: (text in propagate_kernels.cu, its replacement, case)
+# name: (text in one kernel source of csrc/cuda, its replacement, case)
 MUTATIONS = {
     "missing barrier after a forward scan step": (
         "        __syncthreads();\n      }\n    }\n\n    for (int k = 0; k < bp.kn; ++k) {\n      T* hk",
@@ -107,15 +107,22 @@ MUTATIONS = {
 }
 
 
-def mutated_source(name: str) -> str:
+def mutated_source(name: str) -> dict[str, str]:
+    """The one kernel source file that holds the text `name` mutates, mutated: {file name: text}."""
     old, new, _ = MUTATIONS[name]
-    source = (source_dir() / "cuda" / "propagate_kernels.cu").read_text()
-    assert source.count(old) == 1, f"the text that {name!r} mutates is not in the kernels (once): {old!r}"
-    return source.replace(old, new)
+    holders = {file: text for file, text in kernel_sources().items() if old in text}
+    count = sum(text.count(old) for text in holders.values())
+    assert count == 1, f"the text that {name!r} mutates is not in the kernels (once): {old!r} ({count} times)"
+    return {file: text.replace(old, new) for file, text in holders.items()}
+
+
+UNMUTATED = None  # the key of the unmutated build among the mutants
 
 
 @pytest.fixture(scope="module")
 def mutants(tmp_path_factory):
+    """Every mutant and the unmutated kernels (key UNMUTATED), built at -O0: a library's path, or the
+    build's error (reported by the test that uses it)."""
     if CXX is None:
         pytest.skip("no C++ compiler (g++) to build the emulated kernels")
     root = tmp_path_factory.mktemp("seeded_bugs")
@@ -123,13 +130,22 @@ def mutants(tmp_path_factory):
     def one(index_name):
         index, name = index_name
         try:
-            return name, build(root / str(index), flags=("-O0",), kernel_source=mutated_source(name))
+            sources = None if name is UNMUTATED else mutated_source(name)
+            return name, build(root / str(index), flags=("-O0",), sources=sources)
         except Exception as err:  # reported by the test of that mutation
             return name, err
 
-    workers = max(1, min(len(MUTATIONS), os.cpu_count() or 1))
+    names = [UNMUTATED, *MUTATIONS]
+    workers = max(1, min(len(names), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return dict(pool.map(one, enumerate(MUTATIONS)))
+        return dict(pool.map(one, enumerate(names)))
+
+
+def built(mutants, name):
+    library = mutants[name]
+    if isinstance(library, Exception):
+        raise library
+    return library
 
 
 def check(got, tensors, direction, chunk, context):
@@ -144,12 +160,10 @@ def check(got, tensors, direction, chunk, context):
 
 
 @pytest.mark.parametrize("case", [SPLIT_CASE, SPLIT_SYNC_CASE], ids=str)
-def test_split_cases_pass_unmutated(case, tmp_path):
+def test_split_cases_pass_unmutated(case, mutants):
     """The split-mode seeded bugs' cases select split mode and pass `check` without a bug."""
-    if CXX is None:
-        pytest.skip("no C++ compiler (g++) to build the emulated kernels")
     shape, direction, chunk, dtype = case
-    emu = Emulator(build(tmp_path / "build", flags=("-O0",)))
+    emu = Emulator(built(mutants, UNMUTATED))
     assert all(emu.plan(dtype, *shape, direction, chunk, backward)["split"] for backward in (False, True))
     tensors = make_inputs(*shape, dtype=dtype)
     check(emulated(emu, tensors, direction, chunk), tensors, direction, chunk, "unmutated")
@@ -157,12 +171,10 @@ def test_split_cases_pass_unmutated(case, tmp_path):
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
 def test_seeded_bug_is_caught(mutants, name):
-    built = mutants[name]
-    if isinstance(built, Exception):
-        raise built
+    library = built(mutants, name)
     shape, direction, chunk, dtype = (*MUTATIONS[name][2], torch.float64)[:4]
     tensors = make_inputs(*shape, dtype=dtype)
-    emu = Emulator(built)
+    emu = Emulator(library)
     for _ in range(3):  # a missing barrier is a race: it shows in one of a few runs
         try:
             got = emulated(emu, tensors, direction, chunk)

@@ -1,6 +1,7 @@
-"""The runtime planner gspn/ops/launch_plan.py and the C++ planner of csrc/cuda/propagate_kernels.cu share
-their constants (no compiler, no GPU): the constants are read from the kernel source. That the two
-planners make the same plans is checked under emulation (test_cuda_emulation.py)."""
+"""The runtime planner gspn/ops/launch_plan.py and the C++ planner of csrc/cuda/planner.cuh share their
+constants (no compiler, no GPU): the constants are read from the kernel source that holds them,
+csrc/cuda/launch_config.cuh. That the two planners make the same plans is checked under emulation
+(test_cuda_emulation.py)."""
 
 import inspect
 import re
@@ -19,9 +20,9 @@ PLANNER = {"kMaxThreads": "MAX_THREADS", "kMaxChannelTile": "MAX_CHANNEL_TILE", 
 
 
 def kernel_constants() -> dict[str, int]:
-    """The integer constants declared at the top level of propagate_kernels.cu (`constexpr int|size_t
+    """The integer constants declared at the top level of launch_config.cuh (`constexpr int|size_t
     kName = expression, ...;`), their expressions evaluated over the constants before them."""
-    source = (source_dir() / "cuda" / "propagate_kernels.cu").read_text()
+    source = (source_dir() / "cuda" / "launch_config.cuh").read_text()
     values: dict[str, int] = {}
     for declaration in CONSTANT.findall(source):
         for part in declaration.split(","):

@@ -1,7 +1,11 @@
 // A CPU stand-in for the parts of the CUDA runtime the kernels in csrc/cuda use, so that their
 // source compiles as host C++ (g++, no nvcc) and runs on the CPU, strictly:
 //
-// - every thread of a block is a real std::thread; `__syncthreads()` is a real barrier that also
+// - every thread of a block runs on a stack of its own: in the plain build as a fiber (ucontext) on
+//   the launching thread, switched only where it waits at a barrier or shuffle, the released threads
+//   running in thread order, reverse order or a shuffled order by turns, launch after launch of a
+//   kernel; under ThreadSanitizer and AddressSanitizer (or with -DGSPN_EMU_FIBERS=0) as a real
+//   std::thread. `__syncthreads()` is a real barrier that also
 //   checks that all threads of the block reach the same barrier (same source line), and that none
 //   leaves the kernel while others wait at a barrier;
 // - dynamic shared memory is a fresh allocation of exactly the launch size per block, poisoned with
@@ -26,21 +30,59 @@
 //
 // What this cannot prove: the GPU memory model beyond barriers and shuffles (fences, visibility
 // without a barrier, copies completing out of order inside a group), real fp16/bf16 intrinsics and fused multiply-adds, register
-// limits and spills, timing. Blocks of one launch run one after another.
+// limits and spills, timing. Blocks of one launch run one after another. Fibers interleave only at
+// barriers and shuffles: a race inside one stretch between barriers (two unsynchronised writes of a
+// word) shows only under ThreadSanitizer, whose build runs real threads.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
+
+// The threads of a block run as fibers on the launching thread (cheap: no OS thread per GPU thread,
+// no system scheduler at every barrier), except under ThreadSanitizer, which must see real threads
+// to find races, and AddressSanitizer, which does not follow switched stacks; -DGSPN_EMU_FIBERS=0
+// forces real threads.
+#ifndef GSPN_EMU_FIBERS
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define GSPN_EMU_SANITIZED 1
+#endif
+#endif
+#if defined(__linux__) && !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(GSPN_EMU_SANITIZED)
+#define GSPN_EMU_FIBERS 1
+#else
+#define GSPN_EMU_FIBERS 0
+#endif
+#endif
+
+#if GSPN_EMU_FIBERS
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <new>
+#include <random>
+#elif defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define __global__
 #define __device__
@@ -100,6 +142,7 @@ inline Device device;
 inline cudaError_t last_error = cudaSuccess;
 inline std::string last_message;
 inline std::map<const void*, int> shared_attribute;  // kernel -> opted-in dynamic shared bytes
+inline std::map<const void*, unsigned> launches;  // kernel -> launches so far (the fibers' order)
 #ifdef __SANITIZE_ADDRESS__
 constexpr size_t kGuardBytes = 0;  // AddressSanitizer itself guards the exact-size allocation
 #else
@@ -118,129 +161,6 @@ struct BarrierMismatch : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// One block's synchronisation: its __syncthreads barrier and the shuffles of each of its warps.
-// Sites: a source line for __syncthreads and shuffles, -1 for leaving the kernel, -2 for starting it.
-class BlockSync {
- public:
-  explicit BlockSync(int threads)
-      : threads_(threads), where_(threads, kRunning), warps_((threads + 31) / 32) {}
-
-  void arrive(int site) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (failed_) throw BarrierMismatch(message_);
-    const int t = thread_index();
-    if (waiting_ == 0) {
-      site_ = site;
-    } else if (site != site_) {
-      fail_locked("threads of block " + std::to_string(blockIdx.x) + " reached different barriers (" +
-                  describe(site_) + " and " + describe(site) + ")");
-    }
-    where_[t] = kAtBarrier;
-    check_warp_locked(t / 32);
-    if (++waiting_ == threads_) {
-      waiting_ = 0;
-      ++generation_;
-      for (auto& w : where_) w = kRunning;
-      cv_.notify_all();
-      return;
-    }
-    const long generation = generation_;
-    cv_.wait(lock, [&] { return generation_ != generation || failed_; });
-    if (failed_ && generation_ == generation) throw BarrierMismatch(message_);
-  }
-
-  // The value lane `source` of this thread's warp passed to the same shuffle.
-  template <typename V> V exchange(int site, unsigned mask, V value, int source) {
-    static_assert(sizeof(V) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (failed_) throw BarrierMismatch(message_);
-    const int t = thread_index(), w = t / 32, lane = t % 32;
-    if (mask != 0xffffffffu)
-      fail_locked("a shuffle at line " + std::to_string(site) + " names lanes " + std::to_string(mask) +
-                  ", not the whole warp");
-    if ((w + 1) * 32 > threads_)
-      fail_locked("a shuffle at line " + std::to_string(site) + " in a warp of fewer than 32 threads");
-    Warp& warp = warps_[w];
-    if (warp.waiting == 0) {
-      warp.site = site;
-    } else if (site != warp.site) {
-      fail_locked("lanes of warp " + std::to_string(w) + " reached different shuffles (lines " +
-                  std::to_string(warp.site) + " and " + std::to_string(site) + ")");
-    }
-    const int parity = static_cast<int>(warp.generation & 1);
-    std::memcpy(&warp.slots[parity][lane], &value, sizeof(V));
-    where_[t] = kAtShuffle;
-    check_warp_locked(w);
-    if (++warp.waiting == 32) {
-      warp.waiting = 0;
-      ++warp.generation;
-      for (int l = 0; l < 32; ++l) where_[w * 32 + l] = kRunning;
-      cv_.notify_all();
-    } else {
-      const long generation = warp.generation;
-      cv_.wait(lock, [&] { return warp.generation != generation || failed_; });
-      if (failed_ && warp.generation == generation) throw BarrierMismatch(message_);
-    }
-    V out;  // read under the lock: the slots of this parity are rewritten only two exchanges later
-    std::memcpy(&out, &warp.slots[parity][source], sizeof(V));
-    return out;
-  }
-
-  void fail(const std::string& message) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!failed_) {
-      failed_ = true;
-      message_ = message;
-      cv_.notify_all();
-    }
-  }
-
- private:
-  enum Where : char { kRunning, kAtBarrier, kAtShuffle };
-  struct Warp {
-    int waiting = 0, site = 0;
-    long generation = 0;
-    uint64_t slots[2][32] = {};
-  };
-
-  static int thread_index() {
-    return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
-  }
-  static std::string describe(int site) {
-    return site == -1 ? std::string("the end of the kernel")
-           : site == -2 ? std::string("the start of the kernel")
-                        : "__syncthreads at line " + std::to_string(site);
-  }
-  [[noreturn]] void fail_locked(const std::string& message) {
-    if (!failed_) {
-      failed_ = true;
-      message_ = message;
-      cv_.notify_all();
-    }
-    throw BarrierMismatch(message_);
-  }
-  // Lanes of one warp waiting at a shuffle and at __syncthreads at once would wait for ever.
-  void check_warp_locked(int w) {
-    bool barrier = false, shuffle = false;
-    for (int t = w * 32; t < threads_ && t < (w + 1) * 32; ++t) {
-      barrier |= where_[t] == kAtBarrier;
-      shuffle |= where_[t] == kAtShuffle;
-    }
-    if (barrier && shuffle)
-      fail_locked("lanes of warp " + std::to_string(w) + " wait at a shuffle (line " + std::to_string(warps_[w].site) +
-                  ") and at " + describe(site_) + " at once");
-  }
-
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int threads_, waiting_ = 0, site_ = 0;
-  long generation_ = 0;
-  std::vector<Where> where_;
-  std::vector<Warp> warps_;
-  bool failed_ = false;
-  std::string message_;
-};
-
 // Asynchronous copies of one thread: performed only when a wait retires their group.
 struct PendingCopies {
   struct Copy {
@@ -256,11 +176,454 @@ struct PendingCopies {
     return open.empty();
   }
 };
+inline thread_local PendingCopies pending_copies;
+
+// The running GPU thread's index in its block, and the name of a barrier site in messages.
+inline int thread_index() {
+  return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+inline std::string describe(int site) {
+  return site == -1 ? std::string("the end of the kernel")
+         : site == -2 ? std::string("the start of the kernel")
+                      : "__syncthreads at line " + std::to_string(site);
+}
+
+#if GSPN_EMU_FIBERS
+// ---- the threads of a block as fibers: cooperative contexts on the launching thread
+//
+// A fiber runs until it waits at a barrier or a shuffle, then the next runnable one runs; switching
+// costs no system scheduler and no lock. The thread's own state (threadIdx, blockIdx, its pending
+// asynchronous copies) is swapped in and out with its context. Released fibers run in an order fixed
+// per launch of a kernel: its 1st, 4th, 7th... launch in thread order, its 2nd, 5th... in reverse,
+// its 3rd, 6th... in a shuffled order, so that reads of another thread's writes without a barrier
+// between them see the writes missing in one of a few runs.
+class Fibers {
+ public:
+  static constexpr size_t kStackBytes = size_t(1) << 20;  // reserved, touched pages only; guard page below
+
+  ~Fibers() {
+    for (auto& f : fibers_)
+      if (f.stack) stack_pool().push_back(f.stack);
+  }
+
+  // Runs body(t) for t in [0, n) until every one returns; `stalled` is called (it must fail the block,
+  // which wakes every waiter to throw) if all that have not returned wait.
+  void run(unsigned n, int order, const std::function<void(unsigned)>& body, const std::function<void()>& stalled) {
+    body_ = &body;
+    fibers_ = std::vector<Fiber>(n);
+    order_.resize(n);
+    for (unsigned t = 0; t < n; ++t) order_[t] = order == 1 ? n - 1 - t : t;
+    for (int l = 0; l < 32; ++l) lanes_[l] = order == 1 ? 31 - l : l;
+    if (order == 2) {
+      std::mt19937 random(12345u + n);
+      std::shuffle(order_.begin(), order_.end(), random);
+      std::shuffle(lanes_, lanes_ + 32, random);
+    }
+    for (unsigned t = 0; t < n; ++t) {
+      Fiber& f = fibers_[t];
+      f.stack = take_stack();
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack + kPage;
+      f.context.uc_stack.ss_size = kStackBytes - kPage;
+      f.context.uc_link = &scheduler_;
+      makecontext(&f.context, &Fibers::entry, 0);
+    }
+    for (unsigned t : order_) queue_.push_back(t);
+    unsigned finished = 0;
+    bool stall_reported = false;
+    while (finished < n) {
+      if (queue_.empty()) {
+        if (stall_reported) {
+          std::fprintf(stderr, "gspn_emu: threads of a block wait for ever after a failure\n");
+          std::abort();
+        }
+        stall_reported = true;
+        stalled();  // wakes every waiter: each throws
+        continue;
+      }
+      const unsigned t = queue_.front();
+      queue_.pop_front();
+      Fiber& f = fibers_[t];
+      current_ = t;
+      running() = this;
+      switch_in(f);
+      swapcontext(&scheduler_, &f.context);
+      switch_out(f);
+      if (f.done) ++finished;
+    }
+  }
+
+  // The running fiber waits until woken (callers re-check what they wait for).
+  void block() {
+    Fiber& f = fibers_[current_];
+    f.blocked = true;
+    swapcontext(&f.context, &scheduler_);
+  }
+  void wake(unsigned t) {
+    Fiber& f = fibers_[t];
+    if (f.blocked) {
+      f.blocked = false;
+      queue_.push_back(t);
+    }
+  }
+  void wake_all() {
+    for (unsigned t : order_) wake(t);
+  }
+  void wake_warp(unsigned w) {
+    for (int l : lanes_)
+      if (w * 32 + l < fibers_.size()) wake(w * 32 + l);
+  }
+
+ private:
+  static constexpr size_t kPage = 4096;
+  struct Fiber {
+    ucontext_t context;
+    char* stack = nullptr;
+    bool blocked = false, done = false;
+    dim3 thread_idx, block_idx;
+    PendingCopies copies;
+  };
+
+  static Fibers*& running() {
+    static thread_local Fibers* fibers = nullptr;
+    return fibers;
+  }
+  static std::vector<char*>& stack_pool() {  // stacks outlive launches: no mapping per launch
+    static std::vector<char*> pool;
+    return pool;
+  }
+  static char* take_stack() {
+    auto& pool = stack_pool();
+    if (!pool.empty()) {
+      char* stack = pool.back();
+      pool.pop_back();
+      return stack;
+    }
+    void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    mprotect(p, kPage, PROT_NONE);  // a stack overflow faults instead of writing over another stack
+    return static_cast<char*>(p);
+  }
+  static void entry() {
+    Fibers* self = running();
+    const unsigned t = self->current_;
+    (*self->body_)(t);
+    self->fibers_[t].done = true;
+  }  // returns to uc_link: the scheduler
+  void switch_in(Fiber& f) {
+    threadIdx = f.thread_idx;
+    blockIdx = f.block_idx;
+    std::swap(pending_copies, f.copies);
+  }
+  void switch_out(Fiber& f) {
+    f.thread_idx = threadIdx;
+    f.block_idx = blockIdx;
+    std::swap(pending_copies, f.copies);
+  }
+
+  const std::function<void(unsigned)>* body_ = nullptr;
+  std::vector<Fiber> fibers_;
+  std::vector<unsigned> order_;
+  int lanes_[32];
+  std::deque<unsigned> queue_;
+  unsigned current_ = 0;
+  ucontext_t scheduler_;
+};
+
+// One block's synchronisation: its __syncthreads barrier and the shuffles of each of its warps, for
+// fibers (one OS thread: no locks). Sites: a source line for __syncthreads and shuffles, -1 for leaving
+// the kernel, -2 for starting it.
+class BlockSync {
+ public:
+  BlockSync(int threads, Fibers& fibers)
+      : fibers_(fibers), threads_(threads), where_(threads, kRunning), warps_((threads + 31) / 32) {}
+
+  void arrive(int site) {
+    if (failed_) throw BarrierMismatch(message_);
+    const int t = thread_index();
+    if (waiting_ == 0) {
+      site_ = site;
+    } else if (site != site_) {
+      fail_and_throw("threads of block " + std::to_string(blockIdx.x) + " reached different barriers (" +
+                     describe(site_) + " and " + describe(site) + ")");
+    }
+    where_[t] = kAtBarrier;
+    check_warp(t / 32);
+    if (++waiting_ == threads_) {
+      waiting_ = 0;
+      ++generation_;
+      for (auto& w : where_) w = kRunning;
+      fibers_.wake_all();
+      return;
+    }
+    const long generation = generation_;
+    while (generation_ == generation && !failed_) fibers_.block();
+    if (generation_ == generation) throw BarrierMismatch(message_);
+  }
+
+  // The value lane `source` of this thread's warp passed to the same shuffle.
+  template <typename V> V exchange(int site, unsigned mask, V value, int source) {
+    static_assert(sizeof(V) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
+    if (failed_) throw BarrierMismatch(message_);
+    const int t = thread_index(), w = t / 32, lane = t % 32;
+    if (mask != 0xffffffffu)
+      fail_and_throw("a shuffle at line " + std::to_string(site) + " names lanes " + std::to_string(mask) +
+                     ", not the whole warp");
+    if ((w + 1) * 32 > threads_)
+      fail_and_throw("a shuffle at line " + std::to_string(site) + " in a warp of fewer than 32 threads");
+    Warp& warp = warps_[w];
+    if (warp.waiting == 0) {
+      warp.site = site;
+    } else if (site != warp.site) {
+      fail_and_throw("lanes of warp " + std::to_string(w) + " reached different shuffles (lines " +
+                     std::to_string(warp.site) + " and " + std::to_string(site) + ")");
+    }
+    const long generation = warp.generation;
+    std::memcpy(&warp.slots[generation & 1][lane], &value, sizeof(V));
+    where_[t] = kAtShuffle;
+    check_warp(w);
+    if (++warp.waiting == 32) {
+      warp.waiting = 0;
+      ++warp.generation;
+      for (int l = 0; l < 32; ++l) where_[w * 32 + l] = kRunning;
+      fibers_.wake_warp(w);
+    } else {
+      while (warp.generation == generation && !failed_) fibers_.block();
+      if (warp.generation == generation) throw BarrierMismatch(message_);
+    }
+    V out;  // the slots of this parity are rewritten only two exchanges later
+    std::memcpy(&out, &warp.slots[generation & 1][source], sizeof(V));
+    return out;
+  }
+
+  void fail(const std::string& message) {
+    if (!failed_) {
+      failed_ = true;
+      message_ = message;
+      fibers_.wake_all();
+    }
+  }
+
+ private:
+  enum Where : char { kRunning, kAtBarrier, kAtShuffle };
+  struct Warp {
+    int waiting = 0, site = 0;
+    long generation = 0;
+    uint64_t slots[2][32] = {};
+  };
+
+  [[noreturn]] void fail_and_throw(const std::string& message) {
+    fail(message);
+    throw BarrierMismatch(message_);
+  }
+  // Lanes of one warp waiting at a shuffle and at __syncthreads at once would wait for ever.
+  void check_warp(int w) {
+    bool barrier = false, shuffle = false;
+    for (int t = w * 32; t < threads_ && t < (w + 1) * 32; ++t) {
+      barrier |= where_[t] == kAtBarrier;
+      shuffle |= where_[t] == kAtShuffle;
+    }
+    if (barrier && shuffle)
+      fail_and_throw("lanes of warp " + std::to_string(w) + " wait at a shuffle (line " +
+                     std::to_string(warps_[w].site) + ") and at " + describe(site_) + " at once");
+  }
+
+  Fibers& fibers_;
+  int threads_, waiting_ = 0, site_ = 0;
+  long generation_ = 0;
+  std::vector<Where> where_;
+  std::vector<Warp> warps_;
+  bool failed_ = false;
+  std::string message_;
+};
+
+#else  // threads
+// A word that threads sleep on until it changes (a futex on Linux). Waking one is one system call
+// that wakes exactly the threads sleeping on that word, and they take no lock on waking: a barrier
+// wakes its waiters once, a warp's shuffle wakes only that warp's lanes.
+class WakeWord {
+ public:
+  uint32_t load() const { return word_.load(std::memory_order_acquire); }
+  // Returns once the word may have changed from `seen` (early returns are allowed: callers re-check).
+  void wait(uint32_t seen) {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word_), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+#else
+    (void)seen;
+    std::this_thread::yield();
+#endif
+  }
+  void bump_and_wake() {
+    word_.fetch_add(1, std::memory_order_acq_rel);
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#endif
+  }
+
+ private:
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) && std::atomic<uint32_t>::is_always_lock_free,
+                "a futex is a plain 32-bit word");
+  std::atomic<uint32_t> word_{0};
+};
+
+// One block's synchronisation: its __syncthreads barrier and the shuffles of each of its warps.
+// Sites: a source line for __syncthreads and shuffles, -1 for leaving the kernel, -2 for starting it.
+//
+// The barrier's bookkeeping (count, site) is under the block's mutex, each warp's shuffle (count,
+// site, values) under that warp's own mutex; waiting is on a generation counter per barrier and per
+// warp, so a waiter is released by the generation changing (acquire/release: every write before the
+// barrier or shuffle is visible after it, also to ThreadSanitizer) and a failure wakes everyone.
+// A thread waiting at the barrier marks itself with the barrier's generation under its warp's mutex,
+// and a lane arriving at a shuffle checks those marks under the same mutex (and a thread arriving at
+// the barrier checks for lanes waiting at a shuffle), so lanes of one warp waiting at a shuffle and
+// at __syncthreads at once are always seen by one of them.
+class BlockSync {
+ public:
+  explicit BlockSync(int threads)
+      : threads_(threads), warp_count_((threads + 31) / 32), warps_(new Warp[(threads + 31) / 32]),
+        marks_(new std::atomic<uint32_t>[threads]) {
+    for (int t = 0; t < threads; ++t) marks_[t].store(kNoMark, std::memory_order_relaxed);
+  }
+
+  void arrive(int site) {
+    const int t = thread_index(), w = t / 32;
+    uint32_t generation;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      throw_if_failed();
+      generation = generation_.load(std::memory_order_relaxed);
+      if (waiting_ == 0) {
+        site_.store(site, std::memory_order_relaxed);
+      } else if (site != site_.load(std::memory_order_relaxed)) {
+        fail_and_throw("threads of block " + std::to_string(blockIdx.x) + " reached different barriers (" +
+                       describe(site_.load(std::memory_order_relaxed)) + " and " + describe(site) + ")");
+      }
+      if (++waiting_ == threads_) {  // the last one: every thread waits here, none at a shuffle
+        waiting_ = 0;
+        generation_.store(generation + 1, std::memory_order_release);
+        wake_.bump_and_wake();
+        return;
+      }
+    }
+    {
+      Warp& warp = warps_[w];
+      std::lock_guard<std::mutex> lock(warp.mutex);
+      marks_[t].store(generation, std::memory_order_relaxed);
+      // Unless the barrier has already let everyone go (its last thread may come between the count
+      // above and this), a lane of this warp waiting at a shuffle never comes to the barrier.
+      if (warp.waiting > 0 && generation_.load(std::memory_order_acquire) == generation)
+        fail_and_throw(mixed(w, warp.site, site));
+    }
+    wait_for(wake_, generation_, generation);
+  }
+
+  // The value lane `source` of this thread's warp passed to the same shuffle.
+  template <typename V> V exchange(int site, unsigned mask, V value, int source) {
+    static_assert(sizeof(V) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
+    const int t = thread_index(), w = t / 32, lane = t % 32;
+    Warp& warp = warps_[w];
+    uint32_t generation;
+    {
+      std::lock_guard<std::mutex> lock(warp.mutex);
+      throw_if_failed();
+      if (mask != 0xffffffffu)
+        fail_and_throw("a shuffle at line " + std::to_string(site) + " names lanes " + std::to_string(mask) +
+                       ", not the whole warp");
+      if ((w + 1) * 32 > threads_)
+        fail_and_throw("a shuffle at line " + std::to_string(site) + " in a warp of fewer than 32 threads");
+      if (warp.waiting == 0) {
+        warp.site = site;
+      } else if (site != warp.site) {
+        fail_and_throw("lanes of warp " + std::to_string(w) + " reached different shuffles (lines " +
+                       std::to_string(warp.site) + " and " + std::to_string(site) + ")");
+      }
+      // A lane of this warp waiting at the barrier would never come to this shuffle.
+      const uint32_t barrier = generation_.load(std::memory_order_acquire);
+      for (int l = w * 32; l < (w + 1) * 32; ++l)
+        if (marks_[l].load(std::memory_order_relaxed) == barrier)
+          fail_and_throw(mixed(w, site, site_.load(std::memory_order_relaxed)));
+      generation = warp.generation.load(std::memory_order_relaxed);
+      std::memcpy(&warp.slots[generation & 1][lane], &value, sizeof(V));
+      if (++warp.waiting == 32) {
+        warp.waiting = 0;
+        warp.generation.store(generation + 1, std::memory_order_release);
+        warp.wake.bump_and_wake();
+        V out;
+        std::memcpy(&out, &warp.slots[generation & 1][source], sizeof(V));
+        return out;
+      }
+    }
+    wait_for(warp.wake, warp.generation, generation);
+    V out;  // the slots of this parity are rewritten only two exchanges later, after this lane's next one
+    std::memcpy(&out, &warp.slots[generation & 1][source], sizeof(V));
+    return out;
+  }
+
+  void fail(const std::string& message) {
+    {
+      std::lock_guard<std::mutex> lock(failure_mutex_);
+      if (failed_.load(std::memory_order_relaxed)) return;
+      message_ = message;
+      failed_.store(true, std::memory_order_release);
+    }
+    wake_.bump_and_wake();
+    for (int w = 0; w < warp_count_; ++w) warps_[w].wake.bump_and_wake();
+  }
+
+ private:
+  static constexpr uint32_t kNoMark = 0xffffffffu;  // a thread that has not waited at a barrier yet
+  struct Warp {
+    std::mutex mutex;
+    int waiting = 0, site = 0;  // under mutex
+    std::atomic<uint32_t> generation{0};
+    WakeWord wake;
+    uint64_t slots[2][32] = {};
+  };
+
+  static std::string mixed(int w, int shuffle_site, int barrier_site) {
+    return "lanes of warp " + std::to_string(w) + " wait at a shuffle (line " + std::to_string(shuffle_site) +
+           ") and at " + describe(barrier_site) + " at once";
+  }
+  std::string message() {
+    std::lock_guard<std::mutex> lock(failure_mutex_);
+    return message_;
+  }
+  void throw_if_failed() {
+    if (failed_.load(std::memory_order_acquire)) throw BarrierMismatch(message());
+  }
+  // The first failure's message is the one every thread reports.
+  [[noreturn]] void fail_and_throw(const std::string& message) {
+    fail(message);
+    throw BarrierMismatch(this->message());
+  }
+  // Until `generation` leaves `seen` (released; that wins over a failure) or the block fails.
+  void wait_for(WakeWord& word, const std::atomic<uint32_t>& generation, uint32_t seen) {
+    for (;;) {
+      const uint32_t w = word.load();
+      if (generation.load(std::memory_order_acquire) != seen) return;
+      if (failed_.load(std::memory_order_acquire)) throw BarrierMismatch(message());
+      word.wait(w);
+    }
+  }
+
+  std::mutex mutex_;           // the barrier's count and site
+  int threads_, warp_count_;
+  int waiting_ = 0;            // under mutex_
+  std::atomic<int> site_{0};   // the barrier's site: written under mutex_, read for messages
+  std::atomic<uint32_t> generation_{0};
+  WakeWord wake_;
+  std::unique_ptr<Warp[]> warps_;
+  std::unique_ptr<std::atomic<uint32_t>[]> marks_;  // per thread: the barrier generation it waits at
+  std::mutex failure_mutex_;
+  std::atomic<bool> failed_{false};
+  std::string message_;        // under failure_mutex_
+};
+
+#endif  // GSPN_EMU_FIBERS
 
 inline thread_local BlockSync* current_block = nullptr;
 inline thread_local unsigned char* current_shared = nullptr;
 inline thread_local size_t current_shared_bytes = 0;
-inline thread_local PendingCopies pending_copies;
 
 inline void sync_threads(int line) { current_block->arrive(line); }
 inline unsigned char* dynamic_shared() { return current_shared; }
@@ -304,7 +667,12 @@ template <typename... Params> class Launch {
     }
     blockDim = block_;
     gridDim = grid_;
+#if GSPN_EMU_FIBERS
+    Fibers fibers;  // outlives the barrier, which wakes its fibers
+    BlockSync barrier(static_cast<int>(threads), fibers);
+#else
     BlockSync barrier(static_cast<int>(threads));
+#endif
     std::vector<unsigned char> shared(shared_ + kGuardBytes);
     std::string failure;
     std::mutex failure_mutex;
@@ -339,10 +707,16 @@ template <typename... Params> class Launch {
         if (failure.empty()) failure = err.what();
       }
     };
+#if GSPN_EMU_FIBERS
+    const unsigned order = launches[reinterpret_cast<const void*>(kernel_)]++ % 3;
+    fibers.run(static_cast<unsigned>(threads), static_cast<int>(order), body,
+               [&] { barrier.fail("threads of the block wait for ever at barriers and shuffles"); });
+#else
     std::vector<std::thread> pool;
     pool.reserve(threads);
     for (unsigned t = 0; t < threads; ++t) pool.emplace_back(body, t);
     for (auto& th : pool) th.join();
+#endif
     if (!failure.empty()) set_error(cudaErrorLaunchFailure, failure);
   }
 

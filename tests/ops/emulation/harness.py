@@ -1,9 +1,11 @@
 """Builds the CUDA kernels of csrc/cuda as host C++ over cuda_emulation.h and runs them from Python.
 
-`build(out_dir)` rewrites the kernel source (launches to `gspn_emu::launch`, `extern __shared__` to the
-block's dynamic shared memory), compiles it with g++ into a shared library (or, with `program=True`, a
-command-line program for sanitizer runs) and returns its path. `Emulator` loads the library with ctypes
-and takes CPU torch tensors.
+`build(out_dir)` reads propagate_kernels.cu with the kernel headers it includes from csrc/cuda inlined
+(one translation unit, so every `__syncthreads` and shuffle keeps a source line of its own), rewrites
+it (launches to `gspn_emu::launch`, `extern __shared__` to the block's dynamic shared memory),
+compiles it with g++ into a shared library (or, with `program=True`, a command-line program for
+sanitizer runs) and returns its path. `Emulator` loads the library with ctypes and takes CPU torch
+tensors.
 """
 
 import ctypes
@@ -11,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -22,6 +25,8 @@ CXX = os.environ.get("CXX") or shutil.which("g++")
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 DIRECTIONS = {"lr": 0, "rl": 1, "tb": 2, "bt": 3}
 
+KERNELS = "propagate_kernels.cu"  # the launchers; the kernels and the planner come in through its includes
+LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[^\n]*$', re.M)
 LAUNCH = re.compile(r"(\w+(?:<\w+>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w ]+?)\s+(\w+)\[\];")
 
@@ -35,17 +40,47 @@ def rewrite(source: str) -> str:
     return source
 
 
+def kernel_sources() -> dict[str, str]:
+    """The kernel source files of csrc/cuda (propagate_kernels.cu and the headers beside it), by name."""
+    return {path.name: path.read_text() for path in sorted((source_dir() / "cuda").iterdir())
+            if path.suffix in (".cu", ".cuh", ".h")}
+
+
+def inline_includes(sources: Mapping[str, str], name: str = KERNELS) -> str:
+    """`name` with every `#include "file"` replaced by that file's text from `sources`, recursively, each
+    file once (the headers are `#pragma once`): one text, whose source lines are all distinct."""
+    done: set[str] = set()
+
+    def expand(current: str) -> str:
+        done.add(current)
+
+        def include(match: re.Match) -> str:
+            included = match.group(1)
+            if included not in sources:
+                raise RuntimeError(f"{current} includes {included!r}, which is not a kernel source of csrc/cuda")
+            if included in done:
+                return f"// {match.group(0).strip()}: already included above"
+            return expand(included)
+
+        return LOCAL_INCLUDE.sub(include, sources[current])
+
+    return expand(name)
+
+
 def build(out_dir: Path, *, program: bool = False, flags: tuple[str, ...] = ("-O2",),
-          kernel_source: str | None = None) -> Path:
-    """Compile the emulated kernels; `kernel_source` replaces propagate_kernels.cu (seeded-bug checks)."""
+          sources: Mapping[str, str] | None = None) -> Path:
+    """Compile the emulated kernels; `sources` replaces kernel source files by name (seeded-bug checks)."""
     if CXX is None:
         raise RuntimeError("no C++ compiler (g++) found")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cuda_dir = source_dir() / "cuda"
-    source = kernel_source if kernel_source is not None else (cuda_dir / "propagate_kernels.cu").read_text()
-    (out_dir / "propagate_kernels_emulated.inc").write_text(rewrite(source))
+    files = kernel_sources()
+    unknown = set(sources or {}) - set(files)
+    if unknown:
+        raise ValueError(f"not kernel sources of csrc/cuda: {sorted(unknown)}")
+    files.update(sources or {})
+    (out_dir / "propagate_kernels_emulated.inc").write_text(rewrite(inline_includes(files)))
     target = out_dir / ("gspn_emu" if program else "libgspn_emu.so")
-    cmd = [CXX, "-std=c++17", "-pthread", "-g", *flags, f"-I{HERE / 'include'}", f"-I{cuda_dir}", f"-I{out_dir}",
+    cmd = [CXX, "-std=c++17", "-pthread", "-g", *flags, f"-I{HERE / 'include'}", f"-I{out_dir}",
            "-Wall", "-Wextra", "-Wno-unused-parameter", str(HERE / "harness.cpp"), "-o", str(target)]
     cmd += ["-DGSPN_EMU_MAIN"] if program else ["-shared", "-fPIC"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

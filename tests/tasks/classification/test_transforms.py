@@ -6,12 +6,14 @@ import torch
 from gspn.tasks.classification.transforms import train_pipeline
 from tests.tasks.test_transforms import gradient_image
 
-NO_AUGMENTATION = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, rand_augment_ops=0,
+NO_AUGMENTATION = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, rand_augment_ops=0, rand_augment_magnitude=0,
                        random_erasing=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+IMAGENET_RECIPE = dict(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5, rand_augment_ops=2,
+                       rand_augment_magnitude=27, random_erasing=0.25)
 
 
 def test_training_pipeline_is_deterministic_per_seed_and_random_across_seeds():
-    pipeline = train_pipeline(24)
+    pipeline = train_pipeline(24, **IMAGENET_RECIPE)
     image = torch.rand(3, 37, 51)
     outputs = []
     for seed in (0, 0, 1):

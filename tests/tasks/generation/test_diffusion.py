@@ -91,6 +91,12 @@ def test_unknown_sampler_is_a_clear_error():
         sampling_scheduler(training_scheduler(), "euler")
 
 
+@pytest.mark.parametrize("argument, value", [("beta_schedule", "cosine"), ("prediction_type", "x0")])
+def test_unknown_training_schedule_is_a_clear_error(argument, value):
+    with pytest.raises(ValueError, match=f"{argument} must be one of .*got '{value}'"):
+        training_scheduler(**{argument: value})
+
+
 @pytest.mark.parametrize("gamma, floor", [(5.0, None), (None, 1.0), (5.0, 1.0)])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_snr_weighting_matches_a_hand_computed_loss(prediction_type, gamma, floor):
