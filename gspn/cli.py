@@ -74,7 +74,9 @@ def export(arguments: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="gspn export", description=(
         "Write the network of a task checkpoint as a weights folder: config.json, model.safetensors and a model "
         "card README.md, ready for `hf upload <owner>/<name> <folder>` (nothing is uploaded)."))
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by gspn fit")
+    parser.add_argument("--ckpt_path", required=True, help=(
+        "a checkpoint written by gspn fit, or last / best: those of the newest run of the --config's "
+        "trainer.default_root_dir (of ./checkpoints without --config)"))
     parser.add_argument("folder", help="the folder to write (created if needed; its three files are replaced)")
     parser.add_argument("--config", action="append", default=[], help=(
         "the run's config, as given to gspn fit (repeatable): its data module adds the preprocessing (image "
@@ -82,20 +84,29 @@ def export(arguments: list[str]) -> None:
     options = parser.parse_args(arguments)
     from gspn.tasks.export import export_checkpoint
 
-    data = data_module(options.config) if options.config else None
-    folder = export_checkpoint(options.ckpt_path, options.folder, data)
+    settings = merged_configs(options.config)
+    data = data_module(settings, options.config) if settings.get("data") else None
+    ckpt_path = named_checkpoint(options.ckpt_path, (settings.get("checkpoint") or {}).get("dirpath"),
+                                 (settings.get("trainer") or {}).get("default_root_dir"))
+    folder = export_checkpoint(ckpt_path, options.folder, data)
     print(f"wrote {folder}: config.json, model.safetensors, README.md (upload: hf upload <owner>/<name> {folder})")
 
 
-def data_module(configs: list[str]):
-    """The data module that `configs` (merged, later files winning, `${...}` resolved) describe, constructed
-    but not set up. A short class name is looked up in the task packages."""
+def merged_configs(configs: list[str]) -> dict:
+    """`configs` merged (later files winning, `${...}` resolved); {} for none."""
     from omegaconf import OmegaConf
 
     missing = [path for path in configs if not Path(path).is_file()]
     if missing:
         raise ConfigError(f"--config: no such file: {', '.join(missing)}")
-    settings = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(path) for path in configs)), resolve=True)
+    if not configs:
+        return {}
+    return OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(path) for path in configs)), resolve=True)
+
+
+def data_module(settings: dict, configs: list[str]):
+    """The data module that the merged `settings` of `configs` describe, constructed but not set up. A
+    short class name is looked up in the task packages."""
     data = settings.get("data") or {}
     class_path = data.get("class_path", "")
     data_class = import_object(class_path) or next(
@@ -158,7 +169,9 @@ def build_cli_class():
                 return
             settings = self.config[subcommand]
             try:
-                settings.ckpt_path = str(resolve_checkpoint(settings, subcommand))
+                settings.ckpt_path = str(named_checkpoint(settings.ckpt_path, settings.checkpoint.dirpath,
+                                                          settings.trainer.default_root_dir,
+                                                          ("last",) if subcommand == "fit" else ("last", "best")))
                 self.checkpoint_hparams = checkpoint_hyperparameters(settings.ckpt_path, settings.model.class_path)
             except GSPNError as error:
                 self.parser.error(str(error))
@@ -186,17 +199,16 @@ def build_cli_class():
     return GSPNCLI, GSPNArgumentParser
 
 
-def resolve_checkpoint(settings, subcommand: str) -> Path:
-    """The file meant by --ckpt_path: "last" (any subcommand) and "best" (not fit) follow the newest
-    run under the checkpoint folder (gspn.tasks.runs); a path is taken as it is."""
+def named_checkpoint(ckpt_path: str, dirpath: str | None, default_root_dir: str | None,
+                     names: tuple[str, ...] = ("last", "best")) -> Path:
+    """The file meant by --ckpt_path: "last" and "best" (those of `names`) follow the newest run under
+    the checkpoint folder (gspn.tasks.runs); a path is taken as it is."""
+    if ckpt_path not in names:
+        return Path(ckpt_path)
     from gspn.tasks.runs import best_checkpoint, checkpoint_base, last_checkpoint
 
-    base = checkpoint_base(settings.checkpoint.dirpath, settings.trainer.default_root_dir)
-    if settings.ckpt_path == "last":
-        return last_checkpoint(base)
-    if settings.ckpt_path == "best" and subcommand != "fit":
-        return best_checkpoint(base)
-    return Path(settings.ckpt_path)
+    base = checkpoint_base(dirpath, default_root_dir)
+    return last_checkpoint(base) if ckpt_path == "last" else best_checkpoint(base)
 
 
 def checkpoint_hyperparameters(path: str, class_path: str) -> dict:

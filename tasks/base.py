@@ -124,6 +124,9 @@ class BaseTask(LightningModule):
         """Write one batch of `predict_step` outputs as files under output_dir (`gspn predict`)."""
         raise NotImplementedError(f"{type(self).__name__} does not write predictions")
 
+    def finish_prediction(self, output_dir: Path) -> None:
+        """Complete what write_prediction wrote (after the last batch of `gspn predict`)."""
+
     def forward(self, *args, **kwargs) -> Any:
         return self.model(*args, **kwargs)
 

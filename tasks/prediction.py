@@ -27,6 +27,7 @@ class PredictionWriter(BasePredictionWriter):
             pl_module.start_prediction(self.output_dir)
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        pl_module.finish_prediction(self.output_dir)
         rank_zero_info(f"predictions: {self.output_dir}")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):

@@ -27,7 +27,8 @@ class RunReport(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.started = time.monotonic()
-        logs = ", ".join(str(logger.log_dir) for logger in trainer.loggers if getattr(logger, "log_dir", None))
+        folders = dict.fromkeys(str(logger.log_dir) for logger in trainer.loggers if getattr(logger, "log_dir", None))
+        logs = ", ".join(folders)  # TensorBoard and its CSV share one folder: named once
         rank_zero_info(f"run folder: {trainer.default_root_dir}" + (f"; logs: {logs}" if logs else ""))
 
     def on_validation_end(self, trainer, pl_module) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 from ..data import TaskDataModule
 from ..images import ImageFolder, UnlabelledImages, class_folders
 from ..shapes import CLASSES, SyntheticShapes
-from ..transforms import Pipeline, eval_pipeline, normalize
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline, eval_pipeline, normalize
 from .transforms import train_pipeline
 
 
@@ -49,6 +49,8 @@ class ImageFolderDataModule(TaskDataModule):
             validation split).
     """
 
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # the normalisation of every pipeline (and of exported weights)
+
     def __init__(self, root: str, image_size: int = 224, batch_size: int = 128, num_workers: int = 8,
                  crop_pct: float = 1.0, crop_scale: tuple[float, float] = (0.5, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.0, rand_augment_ops: int = 0,
@@ -67,11 +69,10 @@ class ImageFolderDataModule(TaskDataModule):
         self.num_classes = len(self.classes)
 
     def setup(self, stage: str) -> None:
-        evaluation = eval_pipeline(self.image_size, self.crop_pct)
+        evaluation = eval_pipeline(self.image_size, self.crop_pct, self.mean, self.std)
         if stage == "fit":
-            self.datasets["train"] = ImageFolder(self.root / "train", self.classes,
-                                                 train_pipeline(self.image_size, **self.augmentation),
-                                                 self.verify_images)
+            augmentation = train_pipeline(self.image_size, **self.augmentation, mean=self.mean, std=self.std)
+            self.datasets["train"] = ImageFolder(self.root / "train", self.classes, augmentation, self.verify_images)
         if stage == "predict" and self.predict_root:
             self.datasets["predict"] = UnlabelledImages(self.predict_root, evaluation, self.verify_images)
             return

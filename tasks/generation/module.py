@@ -16,9 +16,11 @@ from gspn.models import create_model
 from ..base import BaseTask
 from ..images import list_images, read_image
 from ..outputs import remove_outputs, safe_name
+from .adm_npz import SampleArchive
 from .diffusion import check_guidance_scale, check_sampler, diffusion_loss, drop_labels, sample, \
     sampling_scheduler, training_scheduler
 
+ADM_FILE = "samples.npz"  # what `gspn predict` writes with sample_files "npz"
 # The scored samples' noise indices start here, far from those of the grid and of `gspn predict` (0, 1, ...).
 EVAL_NOISE_OFFSET = 2_000_000
 
@@ -31,9 +33,14 @@ def image_grid(images: Tensor, columns: int) -> Tensor:
     return padded.view(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
 
 
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(..., C, H, W) images in [0, 1] as 8-bit (..., H, W, C)."""
+    return (images.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
+
+
 def save_png(image: Tensor, path: Path) -> None:
     """A (C, H, W) image in [0, 1] as an 8-bit PNG."""
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    array = to_uint8(image)
     Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(path)
 
 
@@ -64,6 +71,9 @@ class GenerationTask(BaseTask):
         sample_size: the size in pixels of sampled images (default image_size; any multiple of the
             patch size times the autoencoder's factor).
         seed: of the grid's noise and of every predicted sample's noise.
+        sample_files: what `gspn predict` writes: "png" (a PNG per sample and a grid per class), "npz"
+            (samples.npz in the ADM evaluation format, for the reference FID/sFID/IS/precision/recall
+            evaluator; configs/fid50k.yaml sets the FID-50K protocol) or "png+npz".
         grid_samples: samples per class in the validation grid (written to <log dir>/samples as PNG).
         eval_samples: samples generated at each validation for FID, KID and class accuracy (0: none);
             best equal to the data module's num_val, the size of the real splits. Sample i is of class
@@ -82,7 +92,7 @@ class GenerationTask(BaseTask):
     monitor_mode = "min"
     data_links = ("num_classes",)
     inference_args = ("sampler", "sampling_steps", "sampler_args", "guidance_scale", "sample_size", "seed",
-                      "grid_samples", "eval_samples", "eval_guidance_scale", "fid_features", "fid_classifier",
+                      "sample_files", "grid_samples", "eval_samples", "eval_guidance_scale", "fid_features", "fid_classifier",
                       "classifier_mean", "classifier_std", "kid_subset_size")
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
@@ -92,7 +102,8 @@ class GenerationTask(BaseTask):
                  snr_gamma: float | None = None, snr_floor: float | None = None,
                  label_dropout: float = 0.1, sampler: Literal["ddpm", "ddim", "dpm_solver"] = "ddim",
                  sampling_steps: int = 50, sampler_args: dict | None = None, guidance_scale: float = 1.5,
-                 sample_size: int | None = None, seed: int = 0, grid_samples: int = 4, eval_samples: int = 0,
+                 sample_size: int | None = None, seed: int = 0,
+                 sample_files: Literal["png", "npz", "png+npz"] = "png", grid_samples: int = 4, eval_samples: int = 0,
                  eval_guidance_scale: float | None = None,
                  fid_features: Literal["classifier", "inception"] = "classifier", fid_classifier: str | None = None,
                  classifier_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
@@ -309,13 +320,39 @@ class GenerationTask(BaseTask):
         return {"images": ((images + 1) / 2).cpu(), "labels": labels.cpu(), "indices": indices.cpu()}
 
     def start_prediction(self, output_dir: Path) -> None:
-        """Remove the samples and grids of an earlier `gspn predict`: a class's grid shows every PNG of
-        its folder."""
-        remove_outputs(output_dir, "*.png", "*/*.png")
+        """Remove the samples, grids and archive of an earlier `gspn predict` (a class's grid shows every
+        PNG of its folder), and an unfinished archive of this one."""
+        if getattr(self, "archive", None) is not None:
+            self.archive.discard()
+            self.archive = None
+        remove_outputs(output_dir, "*.png", "*/*.png", ADM_FILE)
 
     def write_prediction(self, prediction: dict[str, Tensor], output_dir: Path) -> None:
-        """<output_dir>/<class>/<index>.png per sample, and <output_dir>/<class>.png, a grid of all of
-        that class's samples so far (the class name made safe as a file name)."""
+        """As sample_files says: <output_dir>/<class>/<index>.png per sample and <output_dir>/<class>.png,
+        a grid of all of that class's samples so far (the class name made safe as a file name); and the
+        samples, in the order predicted, into <output_dir>/samples.npz."""
+        if "npz" in self.hparams.sample_files:
+            self.add_to_archive(prediction, output_dir)
+        if "png" in self.hparams.sample_files:
+            self.write_pngs(prediction, output_dir)
+
+    def add_to_archive(self, prediction: dict[str, Tensor], output_dir: Path) -> None:
+        images = prediction["images"]
+        if getattr(self, "archive", None) is None:
+            count = len(self.trainer.datamodule.datasets["predict"])
+            self.archive = SampleArchive(output_dir / ADM_FILE, count, images.shape[-1])
+        pixels = to_uint8(images)
+        if pixels.shape[-1] == 1:  # the evaluator takes RGB
+            pixels = pixels.repeat(3, axis=-1)
+        self.archive.add(pixels, prediction["labels"].tolist())
+
+    def finish_prediction(self, output_dir: Path) -> None:
+        if getattr(self, "archive", None) is not None:
+            self.archive.close()
+            self.archive = None
+            rank_zero_info(f"ADM evaluation samples: {output_dir / ADM_FILE}")
+
+    def write_pngs(self, prediction: dict[str, Tensor], output_dir: Path) -> None:
         names = getattr(self.trainer.datamodule, "classes", None)
         touched = set()
         for image, label, index in zip(prediction["images"], prediction["labels"].tolist(),

@@ -63,6 +63,22 @@ def test_export_writes_the_ema_network_with_its_card_and_preprocessing(run, tmp_
     assert "    backbone: gspn_nano\n" in card and "    ema_decay: 0.9\n" in card
 
 
+def test_last_and_best_follow_the_configs_newest_run(run, tmp_path, monkeypatch, capsys):
+    checkpoint_path, config_file = run
+    best = next(state["best_model_path"] for key, state in read_checkpoint(checkpoint_path)["callbacks"].items()
+                if key.startswith("Checkpoint"))
+    for name, expected in (("last", checkpoint_path), ("best", Path(best))):
+        gspn(monkeypatch, "export", "--ckpt_path", name, str(tmp_path / name), "--config", config_file)
+        capsys.readouterr()
+        written = {key: value for key, value in from_pretrained(tmp_path / name).state_dict().items()}
+        stored = read_checkpoint(expected)["state_dict"]
+        assert all(torch.equal(value, stored[f"model.{key}"]) for key, value in written.items())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:  # without --config: ./checkpoints, which holds no run
+        gspn(monkeypatch, "export", "--ckpt_path", "last", str(tmp_path / "none"))
+    assert stop.value.code == 1 and "no run under checkpoints has a last.ckpt" in capsys.readouterr().err
+
+
 def test_a_missing_or_wrong_file_is_one_line(tmp_path, monkeypatch, capsys):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
     for path, message in ((tmp_path / "none.ckpt", "no such checkpoint file"),

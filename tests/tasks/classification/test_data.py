@@ -148,3 +148,17 @@ def test_the_predict_folder_follows_the_verify_images_policy(corrupt_folder):
     with pytest.warns(UserWarning, match="skipping unreadable image .*broken.jpg"):
         data.setup("predict")
     assert [path.name for path in data.datasets["predict"].paths] == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_an_image_folder_export_records_the_normalisation_its_pipelines_use(image_folder, monkeypatch):
+    from gspn.tasks.export import preprocessing
+
+    monkeypatch.setattr(ImageFolderDataModule, "mean", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(ImageFolderDataModule, "std", (2.0, 2.0, 2.0))
+    data = ImageFolderDataModule(str(image_folder), image_size=32, crop_pct=0.5, num_workers=0)
+    data.setup("validate")
+    image = Image.open(image_folder / "val" / "cat" / "0.jpg").convert("RGB").resize((64, 64))
+    raw = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    assert torch.allclose(data.datasets["val"].transform(raw), raw[:, 16:48, 16:48] / 2, atol=1e-5)
+    assert preprocessing({}, data) == {"mean": [0.0, 0.0, 0.0], "std": [2.0, 2.0, 2.0], "input_size": [3, 32, 32],
+                                       "crop_pct": 0.5, "class_names": ["cat", "dog", "emu"], "num_classes": 3}
