@@ -3,18 +3,23 @@
 import csv
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from gspn.errors import ConfigError
 from gspn.models import Backbone, load_checkpoint
 
 from ..backbones import create_backbone
 from ..base import BaseTask
+from ..figures import confusion_image, image_grid, log_image
 from ..outputs import remove_outputs
 from .mixup import MixupCutmix
+
+
+MISTAKES = 16  # misclassified validation images drawn per validation
 
 
 class ClassificationTask(BaseTask):
@@ -82,6 +87,7 @@ class ClassificationTask(BaseTask):
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
+        self.confusion = MulticlassConfusionMatrix(classes)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -93,15 +99,35 @@ class ClassificationTask(BaseTask):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
-    def evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection) -> None:
+    def evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection) -> Tensor:
         images, labels = batch
         logits = self(images)
         self.log(f"{stage}_loss", F.cross_entropy(logits, labels), sync_dist=True)
         metrics(logits, labels)
         self.log_dict(metrics, prog_bar=True)
+        return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluate(batch, "val", self.val_metrics)
+        logits = self.evaluate(batch, "val", self.val_metrics)
+        images, labels = batch
+        predictions = logits.argmax(dim=-1)
+        self.confusion.update(predictions, labels)
+        wrong = (predictions != labels).nonzero().flatten()[:MISTAKES - len(self.mistakes)]
+        self.mistakes.extend(images[wrong].cpu())
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion.reset()
+        self.mistakes: list[Tensor] = []
+
+    def on_validation_epoch_end(self) -> None:
+        """The confusion matrix and the first misclassified images as pictures (tasks/figures.py)."""
+        matrix = self.confusion.compute()
+        if not self.trainer.sanity_checking:
+            log_image(self, "confusion_matrix", confusion_image(matrix))
+            if self.mistakes:
+                images = torch.stack(self.mistakes)
+                shown = (images - images.amin()) / (images.amax() - images.amin()).clamp_min(1e-8)
+                log_image(self, "misclassified", image_grid(shown, min(len(shown), 8)))
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.evaluate(batch, "test", self.test_metrics)

@@ -14,6 +14,7 @@ from gspn.errors import ConfigError
 from gspn.models import create_model
 
 from ..base import BaseTask
+from ..figures import image_grid, log_image
 from ..images import list_images, read_image
 from ..outputs import remove_outputs, safe_name
 from .adm_npz import SampleArchive
@@ -23,14 +24,6 @@ from .diffusion import check_guidance_scale, check_sampler, diffusion_loss, drop
 ADM_FILE = "samples.npz"  # what `gspn predict` writes with sample_files "npz"
 # The scored samples' noise indices start here, far from those of the grid and of `gspn predict` (0, 1, ...).
 EVAL_NOISE_OFFSET = 2_000_000
-
-
-def image_grid(images: Tensor, columns: int) -> Tensor:
-    """(N, C, H, W) -> one (C, rows * H, columns * W) image, row by row, unused cells black."""
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    padded = torch.cat([images, images.new_zeros(rows * columns - n, c, h, w)])
-    return padded.view(rows, columns, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, columns * w)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -277,12 +270,7 @@ class GenerationTask(BaseTask):
         labels = torch.arange(classes, device=self.device).repeat_interleave(self.hparams.grid_samples)
         indices = torch.arange(self.hparams.grid_samples).repeat(classes)
         grid = image_grid((self.generate(labels, self.sample_noise(labels, indices)) + 1) / 2, self.hparams.grid_samples)
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        save_png(grid, folder / f"step_{self.global_step:07d}.png")
-        experiment = getattr(self.logger, "experiment", None)
-        if hasattr(experiment, "add_image"):
-            experiment.add_image("samples", grid.clamp(0, 1), self.global_step)
+        log_image(self, "samples", grid)
 
     # Sampling.
     def sample_noise(self, labels: Tensor, indices: Tensor, size: int | None = None) -> Tensor:

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from gspn.errors import ConfigError
 
 from ..base import BaseTask
+from ..figures import image_grid, log_image
 from ..outputs import remove_outputs, safe_name
 from .backbone import GSPNSegBackbone
 from .outputs import check_palette, save_label_png, save_overlay_png
@@ -21,6 +22,17 @@ from .segmentor import IGNORE_INDEX, build_segmentor, check_batch_norm_batch, da
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+SHOWN = 4  # validation images drawn per validation (image, ground truth, prediction)
+PANEL_HEIGHT = 128
+
+
+def overlay_panel(image: Tensor, mode: str = "bilinear") -> Tensor:
+    """A (3, H, W) picture at PANEL_HEIGHT pixels high, its aspect kept."""
+    height, width = image.shape[-2:]
+    size = (PANEL_HEIGHT, max(1, round(width * PANEL_HEIGHT / height)))
+    return F.interpolate(image[None].float().cpu(), size=size, mode=mode)[0].clamp(0, 1)
 
 
 class SegmentationTask(BaseTask):
@@ -108,6 +120,7 @@ class SegmentationTask(BaseTask):
                                     "aAcc": MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_INDEX)})
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
+        self.val_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=IGNORE_INDEX)
         self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=IGNORE_INDEX)
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -147,20 +160,48 @@ class SegmentationTask(BaseTask):
         return predictions
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluate(batch, "val", self.val_metrics)
+        predictions = self.evaluate(batch, "val", self.val_metrics)
+        self.val_class_iou.update(predictions, batch[1])
+        for image, labels, predicted in zip(*batch, predictions):
+            if len(self.shown) < SHOWN:
+                self.shown.append([overlay_panel(image), self.colour(labels), self.colour(predicted)])
+
+    def on_validation_epoch_start(self) -> None:
+        self.shown: list[list[Tensor]] = []
+
+    def on_validation_epoch_end(self) -> None:
+        """The per-class IoU (val_IoU/<class>) and, as a picture (tasks/figures.py), image, ground truth and
+        prediction of the first validation images."""
+        self.class_iou("val", self.val_class_iou)
+        if not self.trainer.sanity_checking and self.shown:
+            width = max(panel.shape[-1] for row in self.shown for panel in row)
+            panels = [F.pad(panel, (0, width - panel.shape[-1]), value=1.0) for row in self.shown for panel in row]
+            log_image(self, "overlays", image_grid(torch.stack(panels), 3))
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         predictions = self.evaluate(batch, "test", self.test_metrics)
         self.test_class_iou.update(predictions, batch[1])
 
     def on_test_epoch_end(self) -> None:
-        ious = self.test_class_iou.compute()
-        self.test_class_iou.reset()
-        for name, iou in zip(self.hparams.class_names, ious.tolist()):
-            self.log(f"test_IoU/{name}", iou, sync_dist=False)
+        ious = self.class_iou("test", self.test_class_iou)
         width = max(len(name) for name in self.hparams.class_names)
-        rows = "\n".join(f"{name:<{width}}  {100 * iou:6.2f}" for name, iou in zip(self.hparams.class_names, ious.tolist()))
+        rows = "\n".join(f"{name:<{width}}  {100 * iou:6.2f}" for name, iou in zip(self.hparams.class_names, ious))
         rank_zero_info(f"per-class IoU (%):\n{'class':<{width}}     IoU\n{rows}")
+
+    def class_iou(self, stage: str, metric: MulticlassJaccardIndex) -> list[float]:
+        """Logs `<stage>_IoU/<class>` from `metric` (then reset); the values."""
+        ious = metric.compute().tolist()
+        metric.reset()
+        for name, iou in zip(self.hparams.class_names, ious):
+            self.log(f"{stage}_IoU/{name}", iou, sync_dist=False)
+        return ious
+
+    def colour(self, labels: Tensor) -> Tensor:
+        """(H, W) class indices as a (3, H', W') picture in the palette (ignored pixels black), resized
+        as overlay_panel resizes."""
+        palette = torch.tensor(self.hparams.palette + [[0, 0, 0]], dtype=torch.float32) / 255
+        indices = torch.where(labels == IGNORE_INDEX, len(self.hparams.palette), labels).cpu()
+        return overlay_panel(palette[indices].permute(2, 0, 1), mode="nearest")
 
     def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict:
         images, names = batch

@@ -298,6 +298,8 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2  # 32 samples / (2 processes * batch 8)
+    # rank zero alone draws the validation's pictures, without waiting for the other rank
+    assert (tmp_path / "run" / "lightning_logs" / "version_0" / "confusion_matrix" / "step_0000002.png").is_file()
 
 
 CONFIGS = REPO / "tasks" / "classification" / "configs"

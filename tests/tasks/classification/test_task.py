@@ -12,17 +12,18 @@ from gspn.tasks.classification import ClassificationTask, SyntheticShapesDataMod
 TINY_MODEL = {"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2}
 
 
-def test_bf16_true_fit_with_mixup_and_ema():
+def test_bf16_true_fit_with_mixup_and_ema(tmp_path):
     task = ClassificationTask(backbone_args=TINY_MODEL, num_classes=SyntheticShapesDataModule.num_classes,
                               mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, ema_decay=0.9)
     data = SyntheticShapesDataModule(num_train=16, num_val=8, num_test=8, batch_size=8)
     trainer = Trainer(accelerator="cpu", precision="bf16-true", max_steps=2, limit_val_batches=1,
-                      num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+                      default_root_dir=tmp_path, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(task, data)
     assert trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["train_loss"]) and "val_acc1" in trainer.callback_metrics
     assert all(p.dtype == torch.bfloat16 for p in task.parameters())
+    assert (tmp_path / "confusion_matrix" / "step_0000002.png").is_file()  # drawn from bf16 outputs too
 
 
 def test_pretrained_weights_of_another_architecture_are_an_error(tmp_path):

@@ -22,6 +22,10 @@ def test_fit_links_the_data_and_logs_the_metrics(config_file):
         cli.trainer.callback_metrics)
     assert cli.trainer.global_step == 2
     assert (Path(cli.trainer.default_root_dir) / "checkpoints" / "run-1" / "last.ckpt").is_file()
+    assert {f"val_IoU/{name}" for name in CLASSES} <= set(cli.trainer.callback_metrics)
+    # no logger: the picture of the first validation images (image, truth, prediction) in the run folder
+    overlays = Image.open(Path(cli.trainer.default_root_dir) / "overlays" / "step_0000002.png")
+    assert overlays.size == (3 * 128, 4 * 128)
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
