@@ -81,15 +81,25 @@ def export(arguments: list[str]) -> None:
     parser.add_argument("--config", action="append", default=[], help=(
         "the run's config, as given to gspn fit (repeatable): its data module adds the preprocessing (image "
         "size, crop fraction, mean, std, class names) to the folder's config.json"))
+    parser.add_argument("--onnx", nargs="*", type=int, metavar="SIZE", help=(
+        "also write model.onnx (the `onnx` extra): batch, height and width dynamic; a segmentor needs its "
+        "fixed input size, --onnx HEIGHT WIDTH"))
     options = parser.parse_args(arguments)
-    from gspn.tasks.export import export_checkpoint
+    if options.onnx not in (None, []) and len(options.onnx) != 2:
+        parser.error(f"--onnx takes nothing or HEIGHT WIDTH, got {' '.join(map(str, options.onnx))}")
+    from gspn.tasks.export import export_checkpoint, save_onnx
 
     settings = merged_configs(options.config)
     data = data_module(settings, options.config) if settings.get("data") else None
     ckpt_path = named_checkpoint(options.ckpt_path, (settings.get("checkpoint") or {}).get("dirpath"),
                                  (settings.get("trainer") or {}).get("default_root_dir"))
     folder = export_checkpoint(ckpt_path, options.folder, data)
-    print(f"wrote {folder}: config.json, model.safetensors, README.md (upload: hf upload <owner>/<name> {folder})")
+    files = "config.json, model.safetensors, README.md"
+    if options.onnx is not None:
+        from gspn.models import from_pretrained
+
+        files += ", " + save_onnx(from_pretrained(folder), folder, options.onnx or None).name
+    print(f"wrote {folder}: {files} (upload: hf upload <owner>/<name> {folder})")
 
 
 def merged_configs(configs: list[str]) -> dict:
@@ -303,6 +313,10 @@ def cli_main(args: list[str] | None = None):
         return None
     from jsonargparse import set_parsing_settings
     from lightning.pytorch import LightningDataModule, LightningModule
+
+    from gspn.quiet import silence_unactionable
+
+    silence_unactionable()
 
     # `${trainer.max_steps}` in a config means the key at the top of that config, whichever subcommand runs.
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)

@@ -17,6 +17,7 @@ error before anything is built.
 import math
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -129,6 +130,24 @@ class BaseTask(LightningModule):
 
     def forward(self, *args, **kwargs) -> Any:
         return self.model(*args, **kwargs)
+
+    # Networks kept outside the module tree (neither trained nor saved: an autoencoder, a judge, a teacher)
+    # follow the task to its device.
+    def frozen_helpers(self) -> Iterable[torch.nn.Module]:
+        return ()
+
+    def helpers_to_device(self) -> None:
+        for helper in self.frozen_helpers():
+            helper.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self.helpers_to_device()
+
+    def on_validation_start(self) -> None:
+        self.helpers_to_device()
+
+    def on_predict_start(self) -> None:
+        self.helpers_to_device()
 
     def configure_callbacks(self) -> list[Callback]:
         if self.trainer.state.fn != "fit":

@@ -5,17 +5,20 @@ The task is rebuilt from the hyper-parameters the checkpoint carries and given i
 average when the run kept one: tasks/ema.py stores it as `state_dict`); its network `.model` is what is
 saved. A backbone or denoiser of gspn.models is saved as that family and loads without Lightning;
 any other network (segmentation's UPerNet) as family "task", rebuilt through its task when loaded.
+`save_onnx` adds the network as `model.onnx` (docs/weights.md, "Deploy").
 """
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 
-from gspn.errors import CheckpointError
+from gspn.errors import CheckpointError, ConfigError
 from gspn.models import read_checkpoint, save_pretrained
 from gspn.models.arguments import jsonable
 from gspn.models.pretrained import TASK_PACKAGE, family_of, network_config
 
 DATA_KEYS = ("image_size", "crop_pct", "mean", "std", "classes", "class_names", "num_classes")
+ONNX_FILE = "model.onnx"
 
 
 def export_checkpoint(ckpt_path: str | Path, folder: str | Path, data=None) -> Path:
@@ -54,6 +57,55 @@ def save_task_network(task, folder: str | Path, *, pretrained_cfg: dict | None =
     if pretrained_cfg is None:
         pretrained_cfg = preprocessing(dict(task.hparams))
     return save_pretrained(task.model, folder, config=config, pretrained_cfg=pretrained_cfg, training=training)
+
+
+def save_onnx(network, folder: str | Path, image_size: Sequence[int] | None = None, **options) -> Path:
+    """Write `network` (a weights folder's model: backbone, denoiser or segmentor) to `folder`/model.onnx
+    through gspn.ops.onnx.export, batch dynamic, and return the file; needs the `onnx` extra.
+
+    Height and width are dynamic too unless `image_size` (height, width) fixes them, as a network that
+    pools adaptively (the segmentor's UPerHead) needs: ONNX fixes such pooling at the export size. A
+    backbone takes images from 33 pixels; a denoiser takes (x, t, y) (y only with classes), height and
+    width multiples of its patch from 2 patches. `options` go to the export (optimize, verify, ...).
+    """
+    import torch
+    from torch.export import Dim
+
+    from gspn.models.denoiser import GSPNDenoiser
+    from gspn.ops.onnx import export
+
+    if image_size is not None and len(image_size) != 2:
+        raise ConfigError(f"save_onnx: image_size must be (height, width), got {image_size!r}")
+    if image_size is None and any(isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))
+                                  for m in network.modules()):
+        raise ConfigError(f"save_onnx: a {type(network).__name__} pools adaptively, which ONNX fixes at the export "
+                          "size: pass image_size=(height, width), the size it will run at")
+    batch = Dim("batch")
+    denoiser = isinstance(network, GSPNDenoiser)
+    if image_size is not None:
+        (height, width), image = image_size, {0: batch}
+    elif denoiser:
+        patch = network.patch_size
+        height, width = 4 * patch, 6 * patch
+        image = {0: batch, 2: patch * Dim("rows", min=2), 3: patch * Dim("cols", min=2)}
+    else:
+        height, width = 64, 96
+        image = {0: batch, 2: Dim("height", min=33), 3: Dim("width", min=33)}
+    channels = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    inputs, shapes = [torch.randn(2, channels, height, width)], [image]
+    if denoiser:  # timesteps, and class labels where it has classes
+        inputs, shapes = inputs + [torch.rand(2) * 1000], shapes + [{0: batch}]
+        if network.num_classes > 0:
+            inputs, shapes = inputs + [torch.tensor([0, 1])], shapes + [{0: batch}]
+    path = Path(folder) / ONNX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options.setdefault("external_data", False)  # one file; torch moves weights over 1.5 GB to model.onnx.data
+    training = network.training
+    try:
+        export(network.eval(), inputs, path, dynamic_shapes=tuple(shapes), **options)
+    finally:
+        network.train(training)
+    return path
 
 
 def rebuild_arguments(hparams: dict, task_class: type) -> dict:

@@ -20,6 +20,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+# How a classifier of these images normalises them (classification's SyntheticShapesDataModule, and the
+# judges that score generated shapes).
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CLASSES = ("horizontal_bar", "vertical_bar", "diagonal_bar", "antidiagonal_bar",
            "side_by_side", "one_above_other", "ring", "cross")
 

@@ -28,3 +28,17 @@ def test_the_command_help_mentions_the_shipped_configs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "gspn", "--help"], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO), "PATH": ""}, timeout=120)
     assert result.returncode == 0 and "`gspn configs` lists the configs" in result.stdout
+
+
+def test_the_installed_diffusers_and_transformers_are_within_the_t2i_pins():
+    """gspn.t2i relies on diffusers' module layout (Attention, Transformer2DModel) and its pipelines'
+    `encode_prompt`; the pin says which versions are tested, this says the environment is one of them."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    pinned = [Requirement(r) for r in requires("gspn") if 'extra == "t2i"' in r]
+    checked = {r.name: r.specifier for r in pinned if r.name in ("diffusers", "transformers")}
+    assert set(checked) == {"diffusers", "transformers"} and all(str(s) for s in checked.values())
+    for name, specifier in checked.items():
+        assert specifier.contains(version(name)), f"{name} {version(name)} is outside the t2i pin {specifier}"

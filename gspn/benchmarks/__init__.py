@@ -8,6 +8,9 @@
     generation    parameters and GMACs of the denoiser presets next to DiT's, and the demo denoiser's
                   CPU throughput (docs/generation.md)
     segmentation  size, GMACs, speed and memory of UPerNet-GSPN (docs/segmentation.md; `seg` extra)
+    text2image    Stable Diffusion's self-attention (SDPA) against GSPN-1 and GSPN-2 per layer, whole-UNet
+                  FLOPs of SD-1.5 and SD-XL up to 16K with the Amdahl bound of the swap, whole-UNet forward
+                  times (docs/text2image.md; `t2i` extra)
     small_data    the small-data classification recipe on three small real data sets shipped in PyPI
                   packages, against scikit-learn's SVC and logistic regression (`baselines` extra)
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from ..data import TaskDataModule
 from ..images import ImageFolder, UnlabelledImages, class_folders
-from ..shapes import CLASSES, SyntheticShapes
+from ..shapes import CLASSES, MEAN, STD, SyntheticShapes
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline, eval_pipeline, normalize
 from .transforms import train_pipeline
 
@@ -101,7 +101,7 @@ class SyntheticShapesDataModule(TaskDataModule):
 
     classes = list(CLASSES)
     num_classes = len(CLASSES)
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    mean, std = MEAN, STD
 
     def __init__(self, num_train: int = 4096, num_val: int = 512, num_test: int = 512, image_size: int = 32,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0, noise: float = 0.08,

@@ -176,18 +176,8 @@ class GenerationTask(BaseTask):
                               f"{self.model.patch_size}{f' times the autoencoder factor {self.codec.factor}' if self.codec else ''})")
 
     # Model space: pixels in [-1, 1], or scaled latents.
-    def helpers_to_device(self) -> None:
-        for helper in self.helpers.values():
-            helper.to(self.device)
-
-    def on_fit_start(self) -> None:
-        self.helpers_to_device()
-
-    def on_validation_start(self) -> None:
-        self.helpers_to_device()
-
-    def on_predict_start(self) -> None:
-        self.helpers_to_device()
+    def frozen_helpers(self) -> list[torch.nn.Module]:
+        return list(self.helpers.values())
 
     def to_model_space(self, images: Tensor) -> Tensor:
         """Images are encoded when an autoencoder is set; inputs already of the denoiser's channel

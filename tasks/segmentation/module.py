@@ -135,6 +135,7 @@ class SegmentationTask(BaseTask):
                        hp.tta_ratios or (1.0,), hp.tta_flip)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         synced = any(isinstance(module, torch.nn.SyncBatchNorm) for module in self.modules())
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
         if batch_size is not None and not synced:

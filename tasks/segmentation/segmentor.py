@@ -3,6 +3,7 @@ GSPN backbone, UPerHead on the four stages and an auxiliary FCNHead on stage 3, 
 image size (whole image or sliding window, optionally multi-scale and flipped)."""
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import torch.nn.functional as F
@@ -41,7 +42,9 @@ def build_segmentor(config: dict) -> nn.Module:
 
     from .mmseg_setup import import_mmseg
 
-    model = import_mmseg().build(ConfigDict(config))
+    with warnings.catch_warnings():  # mmseg's heads build their losses through its own deprecated helper
+        warnings.filterwarnings("ignore", message="``build_loss`` would be deprecated", category=UserWarning)
+        model = import_mmseg().build(ConfigDict(config))
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)  # init_weights logs every tensor it visits

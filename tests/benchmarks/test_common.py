@@ -51,7 +51,8 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 def test_importing_the_benchmarks_needs_no_lightning():
     code = ("import sys, gspn.benchmarks, gspn.benchmarks.cuda_model, gspn.benchmarks.propagate, "
-            "gspn.benchmarks.mixer, gspn.benchmarks.generation, gspn.benchmarks.segmentation; "
+            "gspn.benchmarks.mixer, gspn.benchmarks.generation, gspn.benchmarks.segmentation, "
+            "gspn.benchmarks.text2image; "
             "print([m for m in sys.modules if m.startswith(('lightning', 'gspn.tasks'))])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"

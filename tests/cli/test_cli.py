@@ -296,6 +296,10 @@ def test_ddp_with_two_cpu_processes(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stderr + result.stdout
+    # nothing a user cannot act on: DDP's stride warning, Lightning's pytree deprecation, its logger advert
+    noise = [line for line in (result.stderr + result.stdout).splitlines()
+             if any(word in line for word in ("Warning", "deprecated", "Tip:"))]
+    assert not noise, noise
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "run-1" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2  # 32 samples / (2 processes * batch 8)
     # rank zero alone draws the validation's pictures, without waiting for the other rank

@@ -63,6 +63,22 @@ def test_export_writes_the_ema_network_with_its_card_and_preprocessing(run, tmp_
     assert "    backbone: gspn_nano\n" in card and "    ema_decay: 0.9\n" in card
 
 
+def test_export_with_onnx_writes_a_model_that_onnxruntime_runs_at_another_size(run, tmp_path, monkeypatch, capsys):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    checkpoint_path, _ = run
+    folder = tmp_path / "folder"
+    gspn(monkeypatch, "export", "--ckpt_path", str(checkpoint_path), str(folder), "--onnx")
+    assert "model.onnx" in capsys.readouterr().out
+    images = torch.randn(1, 3, 37, 53)
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+    (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), from_pretrained(folder).eval()(images), rtol=1e-4, atol=1e-5)
+    with pytest.raises(SystemExit):
+        gspn(monkeypatch, "export", "--ckpt_path", str(checkpoint_path), str(folder), "--onnx", "32")
+    assert "--onnx takes nothing or HEIGHT WIDTH, got 32" in capsys.readouterr().err
+
+
 def test_last_and_best_follow_the_configs_newest_run(run, tmp_path, monkeypatch, capsys):
     checkpoint_path, config_file = run
     best = next(state["best_model_path"] for key, state in read_checkpoint(checkpoint_path)["callbacks"].items()
