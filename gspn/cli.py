@@ -73,7 +73,8 @@ def export(arguments: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="gspn export", description=(
         "Write the network of a task checkpoint as a weights folder: config.json, model.safetensors and a model "
-        "card README.md, ready for `hf upload <owner>/<name> <folder>` (nothing is uploaded)."))
+        "card README.md, ready for `hf upload <owner>/<name> <folder>` (nothing is uploaded); of a text-to-image "
+        "checkpoint, what its run writes at the end (gspn.safetensors, or pipeline/)."))
     parser.add_argument("--ckpt_path", required=True, help=(
         "a checkpoint written by gspn fit, or last / best: those of the newest run of the --config's "
         "trainer.default_root_dir (of ./checkpoints without --config)"))
@@ -94,11 +95,11 @@ def export(arguments: list[str]) -> None:
     ckpt_path = named_checkpoint(options.ckpt_path, (settings.get("checkpoint") or {}).get("dirpath"),
                                  (settings.get("trainer") or {}).get("default_root_dir"))
     folder = export_checkpoint(ckpt_path, options.folder, data)
-    files = "config.json, model.safetensors, README.md"
     if options.onnx is not None:
         from gspn.models import from_pretrained
 
-        files += ", " + save_onnx(from_pretrained(folder), folder, options.onnx or None).name
+        save_onnx(from_pretrained(folder), folder, options.onnx or None)
+    files = ", ".join(sorted(path.name for path in folder.iterdir()))
     print(f"wrote {folder}: {files} (upload: hf upload <owner>/<name> {folder})")
 
 

@@ -34,6 +34,9 @@ def export_checkpoint(ckpt_path: str | Path, folder: str | Path, data=None) -> P
     task_class = getattr(importlib.import_module(module), name, None)
     if task_class is None:
         raise CheckpointError(f"{ckpt_path}: made by {task_path}, which this version of gspn does not have")
+    if hasattr(task_class, "export"):  # a task that writes its own result (text-to-image: the GSPN modules)
+        task_class.load_from_checkpoint(ckpt_path, map_location="cpu").export(folder)
+        return Path(folder)
     task = task_class(**rebuild_arguments(hparams, task_class))
     try:
         task.load_state_dict(checkpoint["state_dict"])

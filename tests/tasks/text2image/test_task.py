@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from gspn.cli import cli_main
+from gspn.cli import cli_main, export
 from gspn.errors import ConfigError
 from gspn.tasks.text2image import CaptionedShapesData, CaptionFolderData, Text2ImageTask
 from gspn.tasks.text2image.data import CaptionedImages, TensorSamples, read_latent_file
@@ -111,6 +111,8 @@ def test_fit_on_a_pipeline_folder_saves_only_the_gspn_weights_and_predict_writes
     again = Text2ImageTask.load_from_checkpoint(tmp_path.joinpath("run", *LAST)).export(tmp_path / "again")
     exported, reexported = (load_file(path) for path in (tmp_path / "run" / "gspn.safetensors", again))
     assert exported.keys() == reexported.keys() and all(torch.equal(exported[k], reexported[k]) for k in exported)
+    export(["--ckpt_path", str(tmp_path.joinpath("run", *LAST)), str(tmp_path / "exported")])  # gspn export
+    assert load_file(tmp_path / "exported" / "gspn.safetensors").keys() == exported.keys()
 
     run("predict", config, tmp_path / "predict.yaml", "--ckpt_path", "last", "--model.init_args.predict_teacher",
         "true", "--model.init_args.sample_size", "[64, 48]")
