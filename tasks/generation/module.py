@@ -77,6 +77,8 @@ class GenerationTask(BaseTask):
         fid_classifier: a checkpoint of the classification task trained on the same data.
         classifier_mean: fid_classifier's input normalisation, the mean (of [0, 1] images).
         classifier_std: fid_classifier's input normalisation, the std (of [0, 1] images).
+        classifier_size: the size fid_classifier was trained at: samples and real images are resized to it
+            before it sees them (None: as they are), so one judge scores any training or sample size.
         kid_subset_size: KID's subset size (capped by the number of samples); its subsets are drawn from seed.
         **kwargs: optimisation and EMA settings of BaseTask (lr, weight_decay, warmup_steps, ema_decay, ...).
     """
@@ -86,7 +88,7 @@ class GenerationTask(BaseTask):
     data_links = ("num_classes",)
     inference_args = ("sampler", "sampling_steps", "sampler_args", "guidance_scale", "sample_size", "seed",
                       "sample_files", "grid_samples", "eval_samples", "eval_guidance_scale", "fid_features", "fid_classifier",
-                      "classifier_mean", "classifier_std", "kid_subset_size")
+                      "classifier_mean", "classifier_std", "classifier_size", "kid_subset_size")
 
     def __init__(self, denoiser: str = "gspn_denoiser_nano2", denoiser_args: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None, autoencoder: str | None = None,
@@ -100,8 +102,8 @@ class GenerationTask(BaseTask):
                  eval_guidance_scale: float | None = None,
                  fid_features: Literal["classifier", "inception"] = "classifier", fid_classifier: str | None = None,
                  classifier_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-                 classifier_std: tuple[float, float, float] = (0.25, 0.25, 0.25), kid_subset_size: int = 100,
-                 **kwargs):
+                 classifier_std: tuple[float, float, float] = (0.25, 0.25, 0.25), classifier_size: int | None = None,
+                 kid_subset_size: int = 100, **kwargs):
         super().__init__(**kwargs)
 
     def check_arguments(self) -> None:
@@ -121,6 +123,9 @@ class GenerationTask(BaseTask):
         if hp.sampling_steps < 1 or hp.eval_samples < 0 or hp.grid_samples < 0:
             raise ConfigError(f"{name}: sampling_steps must be at least 1 and eval_samples, grid_samples at least 0, "
                               f"got {hp.sampling_steps}, {hp.eval_samples}, {hp.grid_samples}")
+        if hp.classifier_size is not None and hp.classifier_size < 1:
+            raise ConfigError(f"{name}: classifier_size must be a positive size in pixels (or None), "
+                              f"got {hp.classifier_size}")
 
     def configure_models(self) -> None:
         from .autoencoder import LatentCodec
@@ -146,8 +151,8 @@ class GenerationTask(BaseTask):
         if hp.eval_samples or hp.fid_classifier:
             from .quality import SampleQuality, load_classifier
 
-            classifier = load_classifier(hp.fid_classifier, hp.classifier_mean, hp.classifier_std) \
-                if hp.fid_classifier else None
+            classifier = load_classifier(hp.fid_classifier, hp.classifier_mean, hp.classifier_std,
+                                         hp.classifier_size) if hp.fid_classifier else None
             self.helpers["quality"] = SampleQuality(hp.fid_features, classifier, hp.kid_subset_size)
 
     def setup(self, stage: str) -> None:
@@ -156,6 +161,8 @@ class GenerationTask(BaseTask):
         if self.hparams.image_size is None:
             self.hparams.image_size = getattr(self.trainer.datamodule, "image_size", None)
             self.check_size("image_size", self.hparams.image_size)
+        if self.quality is not None:
+            self.quality.class_names = getattr(self.trainer.datamodule, "classes", None)
 
     @property
     def codec(self):

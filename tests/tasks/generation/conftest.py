@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import lightning
 import pytest
+import torch
 
+from gspn.tasks.classification import ClassificationTask
 from tests.config_files import write_config
 
 TINY_DENOISER = {"hidden": 16, "depth": 2, "d_state": 2, "mlp_ratio": 1.0}
@@ -22,6 +25,15 @@ def tiny_config(root: Path, **trainer) -> dict:
                  "init_args": {"num_train": 16, "num_val": 8, "image_size": 16, "batch_size": 8,
                                "samples_per_class": 1, "predict_classes": [0, "ring"]}},
     }
+
+
+def tiny_classifier_checkpoint(path: Path) -> str:
+    """An untrained tiny SyntheticShapes classifier's checkpoint: a judge for the scoring code."""
+    task = ClassificationTask(backbone="gspn_nano", backbone_args={"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2},
+                              num_classes=8)
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return str(path)
 
 
 @pytest.fixture

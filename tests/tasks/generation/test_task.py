@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -12,12 +11,11 @@ from PIL import Image
 
 from gspn.cli import cli_main
 from gspn.errors import CheckpointError, ConfigError
-from gspn.tasks.classification import ClassificationTask
 from gspn.tasks.generation import GenerationTask, SyntheticShapesGenerationData
 from gspn.tasks.generation import module as task_module
 from gspn.tasks.prediction import PredictionWriter
 
-from .conftest import TINY_DENOISER, tiny_config, write_config
+from .conftest import TINY_DENOISER, tiny_classifier_checkpoint, tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -73,14 +71,6 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         assert torch.equal(straight[key], resumed[key]), key
 
 
-def tiny_classifier_checkpoint(path: Path) -> str:
-    task = ClassificationTask(backbone="gspn_nano", backbone_args={"dims": 8, "depths": [1, 1, 1, 1], "d_state": 2},
-                              num_classes=8)
-    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)
-    return str(path)
-
-
 def test_validate_reports_fid_kid_class_accuracy_and_the_real_baseline(tmp_path):
     config = tiny_config(tmp_path / "run")
     config["model"]["init_args"].update(eval_samples=8, kid_subset_size=4,
@@ -88,6 +78,8 @@ def test_validate_reports_fid_kid_class_accuracy_and_the_real_baseline(tmp_path)
     metrics = run("validate", config, tmp_path / "validate.yaml").trainer.callback_metrics
     assert {"val_loss", "val_fid", "val_kid", "val_class_acc", "val_real_class_acc", "val_fid_real_vs_real"} <= set(metrics)
     assert 0 <= metrics["val_class_acc"] <= 1 and metrics["val_fid"] >= 0
+    per_class = [metrics[f"val_class_acc/{name}"] for name in SyntheticShapesGenerationData.classes]  # one sample each
+    assert sum(per_class) / len(per_class) == pytest.approx(float(metrics["val_class_acc"]))
 
 
 def scores(cli) -> dict[str, float]:
@@ -123,6 +115,7 @@ def test_a_checkpoint_is_scored_by_validate_as_inside_fit_and_as_the_shared_code
     task = GenerationTask.load_from_checkpoint(checkpoint, fid_classifier=str(moved)).eval()
     data = SyntheticShapesGenerationData(**config["data"]["init_args"])
     data.setup("validate")
+    task.quality.class_names = data.classes  # as the task's setup does inside the command
     for reference, loader in enumerate(data.val_dataloader()):
         for images, labels in loader:
             task.quality.update_real((images + 1) / 2, labels, reference=bool(reference))
@@ -200,6 +193,7 @@ def test_latent_diffusion_with_a_local_autoencoder_and_pre_extracted_latents(tmp
     ({"model": {"init_args": {"snr_gamma": 0.0}}}, "snr_gamma must be positive"),
     ({"model": {"init_args": {"snr_floor": 0.0}}}, "snr_floor must be positive and at most snr_gamma"),
     ({"model": {"init_args": {"snr_floor": 6.0}}}, "snr_floor must be positive and at most snr_gamma (5.0)"),
+    ({"model": {"init_args": {"classifier_size": 0}}}, "classifier_size must be a positive size in pixels"),
 ])
 def test_bad_settings_are_clear_errors_before_training(override, message, config_file, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", override)
@@ -218,6 +212,21 @@ def test_the_attention_control_composes_over_the_demo_and_trains(tmp_path):
     hp = cli.model.hparams
     assert hp.denoiser_args["mixer"] == "attention" and hp.beta_schedule == "squaredcos_cap_v2"
     assert all(type(block.mixer).__name__ == "SelfAttention" for block in cli.model.model.blocks)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_the_many_token_demo_composes_over_the_demo_with_1024_tokens(attention, tmp_path):
+    configs = REPO / "tasks" / "generation" / "configs"
+    extra = ["--config", str(configs / "many_tokens_attention.yaml")] if attention else []
+    cli = cli_main(["fit", "--config", str(configs / "demo.yaml"), "--config", str(configs / "many_tokens.yaml"), *extra,
+                    "--config", str(REPO / "configs" / "trainer" / "debug.yaml"),
+                    "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_train", "16",
+                    "--data.init_args.num_val", "16", "--model.init_args.grid_samples", "0"])
+    model = cli.model.model
+    tokens = (cli.datamodule.image_size // model.patch_size) ** 2
+    assert tokens == 1024 and cli.trainer.global_step == 1
+    assert model.attention_blocks == (list(range(6)) if attention else [])
+    assert cli.model.hparams.beta_schedule == "squaredcos_cap_v2"  # the demo's, underneath
 
 
 def tiny_task(**overrides) -> GenerationTask:
