@@ -13,10 +13,9 @@ Every block's scan is global unless `chunks` says otherwise (the release's "glob
 
 `mixer="attention"` is the control: the same denoiser with multi-head self-attention in place of the
 GSPN mixer and, since attention cannot tell where a token sits, a fixed 2D sin-cos position embedding
-added after the patch embedding (DiT's design). `attention_blocks` makes a hybrid: attention (and the
-position embedding) in the listed blocks only, GSPN in the others. The embedding is computed for the
-grid at hand, so at a larger sample size its positions continue past the training grid. See
-docs/generation.md for how the three compare.
+added after the patch embedding (DiT's design). The embedding is computed for the grid at hand, so at
+a larger sample size its positions continue past the training grid. See docs/generation.md for how
+the two compare.
 """
 
 import math
@@ -29,7 +28,6 @@ from torch import Tensor, nn
 from gspn.errors import ConfigError
 
 from ..nn import GSPNMixer, LayerNorm2d, Mlp, SelfAttention, sincos_position_2d
-from ..nn.mixer import CompactPropagation
 from .arguments import RecordsArguments
 from .registry import register_model
 
@@ -102,29 +100,23 @@ class GSPNDenoiser(nn.Module, RecordsArguments):
     in_chans: 3 for pixels, 4 for Stable Diffusion latents; the output has `out_chans` (default in_chans).
     num_classes: real classes; label `num_classes` is the null class (0 classes: unconditional).
     chunks: None (every block global), an int k (every block local in chunks of k) or one per block.
-    ratio, d_state, compact, proxy_channels, kernel_size, decay: the GSPN mixer's options (decay: compact
-        propagation with a learned forgetting gate, see gspn.nn.mixer.CompactPropagation).
+    ratio, d_state, compact, proxy_channels, kernel_size: the GSPN mixer's options.
     mixer: "gspn", or "attention" with `heads` heads (the control; see the module docstring).
-    attention_blocks: with mixer "gspn", the indices of the blocks that use attention instead (a hybrid).
     """
 
     def __init__(self, hidden: int = 384, depth: int = 12, *, patch_size: int = 2, in_chans: int = 4,
                  out_chans: int | None = None, num_classes: int = 1000, conditioning: str = "adaln",
                  mlp_ratio: float = 4.0, chunks: int | None | Sequence[int | None] = None, ratio: float = 1.0,
                  d_state: int = 8, compact: bool = False, proxy_channels: int = 2, kernel_size: int = 3,
-                 long_skips: bool = True, mixer: str = "gspn", heads: int = 4,
-                 attention_blocks: Sequence[int] = (), decay: bool = False):
+                 long_skips: bool = True, mixer: str = "gspn", heads: int = 4):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ConfigError(f"GSPNDenoiser: conditioning must be one of {CONDITIONING}, got {conditioning!r}")
         if mixer not in MIXERS:
             raise ConfigError(f"GSPNDenoiser: mixer must be one of {MIXERS}, got {mixer!r}")
-        attention_blocks = sorted(set(range(depth) if mixer == "attention" else attention_blocks))
-        if any(not 0 <= i < depth for i in attention_blocks):
-            raise ConfigError(f"GSPNDenoiser: attention_blocks must be block indices 0-{depth - 1}, "
-                              f"got {attention_blocks}")
-        if attention_blocks and hidden % 4:
-            raise ConfigError(f"GSPNDenoiser: attention's position embedding needs hidden divisible by 4, got {hidden}")
+        if mixer == "attention" and hidden % 4:
+            raise ConfigError(f"GSPNDenoiser: the attention control's position embedding needs hidden divisible "
+                              f"by 4, got {hidden}")
         if patch_size < 1 or depth < 1 or hidden < 1:
             raise ConfigError(f"GSPNDenoiser: hidden, depth and patch_size must be positive, "
                               f"got {hidden}, {depth}, {patch_size}")
@@ -136,14 +128,14 @@ class GSPNDenoiser(nn.Module, RecordsArguments):
         self.out_chans = out_chans or in_chans
         self.num_classes = num_classes
         self.conditioning = conditioning
-        self.attention_blocks = attention_blocks
+        self.mixer_kind = mixer
         adaln = conditioning == "adaln"
 
-        def token_mixer(i: int) -> nn.Module:
-            if i in attention_blocks:
+        def token_mixer(chunk: int | None) -> nn.Module:
+            if mixer == "attention":
                 return SelfAttention(hidden, heads)
-            return GSPNMixer(hidden, chunk=block_chunks[i], ratio=ratio, d_state=d_state, compact=compact,
-                             proxy_channels=proxy_channels, kernel_size=kernel_size, decay=decay)
+            return GSPNMixer(hidden, chunk=chunk, ratio=ratio, d_state=d_state, compact=compact,
+                             proxy_channels=proxy_channels, kernel_size=kernel_size)
 
         self.patch_embed = nn.Conv2d(in_chans, hidden, patch_size, stride=patch_size)
         self.time_embed = TimestepEmbedder(hidden)
@@ -152,7 +144,7 @@ class GSPNDenoiser(nn.Module, RecordsArguments):
         # depth leaves one middle block without a skip.
         self.num_skips = depth // 2 if long_skips else 0
         self.blocks = nn.ModuleList(
-            DenoiserBlock(hidden, token_mixer(i), adaln=adaln, skip=i >= depth - self.num_skips,
+            DenoiserBlock(hidden, token_mixer(block_chunks[i]), adaln=adaln, skip=i >= depth - self.num_skips,
                           mlp_ratio=mlp_ratio)
             for i in range(depth))
         self.final = FinalLayer(hidden, patch_size, self.out_chans, adaln)
@@ -175,9 +167,6 @@ class GSPNDenoiser(nn.Module, RecordsArguments):
                 nn.init.zeros_(module.modulation[1].bias)
         nn.init.zeros_(self.final.proj.weight)
         nn.init.zeros_(self.final.proj.bias)
-        for m in self.modules():
-            if isinstance(m, CompactPropagation):
-                m.init_gate()
 
     def condition(self, t: Tensor, y: Tensor | None) -> Tensor:
         c = self.time_embed(t)
@@ -199,7 +188,7 @@ class GSPNDenoiser(nn.Module, RecordsArguments):
         # Channels-last inside (the 1x1 convs and the channel LayerNorms read contiguous channel rows:
         # the CPU demo's training step is 13% shorter); the output is a contiguous (B, C, H, W) again.
         h = self.patch_embed(x).contiguous(memory_format=torch.channels_last)
-        if self.attention_blocks:
+        if self.mixer_kind == "attention":
             h = h + sincos_position_2d(*h.shape[1:]).to(h)
         if self.conditioning == "additive":
             h = h + c[..., None, None]

@@ -11,13 +11,10 @@ the low-rank `up` projection inside, so its 24C-channel output is never stored).
 "reference" backend is its definition (gspn/ops/mixer_reference.py).
 """
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from ..ops import DIRECTIONS, mixer_propagate, propagate, stochastic_normalize
-from ..ops.mixer_reference import CROSS_DIM
+from ..ops import DIRECTIONS, mixer_propagate
 from .norms import GRN, LayerNorm2d
 
 
@@ -49,14 +46,9 @@ class CompactPropagation(Propagation):
 
     lam and u are per proxy channel; the result goes back to the full width with a 1x1 conv, next to
     a learned per-channel skip d * x that carries what the proxy cannot.
-
-    `decay` relaxes the Stability-Context Condition to sub-stochastic rows: the normalised weights of
-    each direction are scaled by a gate g in (0, 1) per pixel (a sigmoid of a 1x1 conv of the input,
-    starting at 0.8), so a scan can forget. It runs the four directions one by one through
-    `gspn.ops.propagate`, not the fused op.
     """
 
-    def __init__(self, channels: int, proxy_channels: int, chunk: int | None, decay: bool = False):
+    def __init__(self, channels: int, proxy_channels: int, chunk: int | None):
         super().__init__()
         self.chunk = chunk
         self.proxy_channels = proxy_channels
@@ -64,37 +56,13 @@ class CompactPropagation(Propagation):
         self.params = nn.Conv2d(channels, len(DIRECTIONS) * (3 + 2 * proxy_channels), 1, bias=False)
         self.up = nn.Conv2d(proxy_channels, channels, 1, bias=False)
         self.skip = nn.Parameter(torch.ones(len(DIRECTIONS), channels))
-        self.gate = nn.Conv2d(channels, len(DIRECTIONS), 1) if decay else None
-        self.init_gate()
-
-    def init_gate(self) -> None:
-        """Every gate at 0.8, whatever the input (a model's own initialisation calls this after its own)."""
-        if self.gate is not None:
-            nn.init.zeros_(self.gate.weight)
-            nn.init.constant_(self.gate.bias, math.log(0.8 / 0.2))
 
     def forward(self, x: Tensor, merge: Tensor) -> Tensor:
         """The four directions, merged: (B, C, H, W). `up` and the skip are linear, so the merge goes first:
         up(sum_k m_k u_k h_k) + (sum_k m_k skip_k) x, one 1x1 conv instead of four."""
-        if self.gate is None:
-            y = mixer_propagate(self.down(x), self.params(x), merge, groups=1, chunk=self.chunk, skip=False,
-                                save_states=self.save_states, backend=self.backend)
-        else:
-            y = self.decayed_scans(x, merge)
+        y = mixer_propagate(self.down(x), self.params(x), merge, groups=1, chunk=self.chunk, skip=False,
+                            save_states=self.save_states, backend=self.backend)
         return self.up(y) + (merge.to(self.skip.dtype) @ self.skip).view(1, -1, 1, 1) * x
-
-    def decayed_scans(self, x: Tensor, merge: Tensor) -> Tensor:
-        z, P = self.down(x), self.proxy_channels
-        params = self.params(x).unflatten(1, (len(DIRECTIONS), 3 + 2 * P))
-        gates = torch.sigmoid(self.gate(x))
-        y = torch.zeros_like(z)
-        for k, direction in enumerate(DIRECTIONS):
-            per, g = params[:, k], gates[:, k:k + 1]
-            a, b, c = stochastic_normalize(per[:, 0:1], per[:, 1:2], per[:, 2:3], CROSS_DIM[direction])
-            h = propagate(z, per[:, 3:3 + P], g * a, g * b, g * c, direction=direction, chunk=self.chunk,
-                          backend=self.backend)
-            y = y + merge[k] * per[:, 3 + P:] * h
-        return y
 
 
 class GSPNMixer(nn.Module):
@@ -104,15 +72,13 @@ class GSPNMixer(nn.Module):
     """
 
     def __init__(self, dim: int, *, chunk: int | None = None, ratio: float = 1.5, d_state: int = 8,
-                 compact: bool = False, proxy_channels: int = 2, kernel_size: int = 7, decay: bool = False):
+                 compact: bool = False, proxy_channels: int = 2, kernel_size: int = 7):
         super().__init__()
-        if decay and not compact:
-            raise ValueError("GSPNMixer: decay is an option of the compact propagation (compact=True)")
         inner = int(dim * ratio)
         self.in_proj = nn.Conv2d(dim, inner, 1, bias=False)
         self.dwconv = nn.Conv2d(inner, inner, kernel_size, padding=kernel_size // 2, groups=inner, bias=False)
         if compact:
-            self.propagation = CompactPropagation(inner, proxy_channels, chunk, decay)
+            self.propagation = CompactPropagation(inner, proxy_channels, chunk)
         else:
             self.propagation = ChannelPropagation(inner, d_state, chunk)
         self.merge = nn.Parameter(torch.full((len(DIRECTIONS),), 1.0 / len(DIRECTIONS)))

@@ -95,31 +95,3 @@ def test_the_attention_control_places_tokens_by_position_and_runs_at_any_size():
     patches = out.unfold(2, 2, 2).unfold(3, 2, 2)
     assert not torch.allclose(patches[..., 0, 0, :, :], patches[..., 1, 3, :, :])
     assert model(torch.randn(1, 3, 16, 6), t, y).shape == (1, 3, 16, 6)
-
-
-def test_a_hybrid_has_attention_and_the_position_embedding_where_asked(monkeypatch):
-    torch.manual_seed(0)
-    model = create_model("gspn_denoiser_nano2", hidden=16, depth=4, heads=2, attention_blocks=[1, 2])
-    assert [type(block.mixer).__name__ for block in model.blocks] == \
-        ["GSPNMixer", "SelfAttention", "SelfAttention", "GSPNMixer"]
-    for p in model.parameters():
-        if p.abs().sum() == 0 and p.ndim > 1:
-            torch.nn.init.normal_(p, std=0.1)
-    x, t, y = torch.randn(1, 3, 8, 12), torch.tensor([10]), torch.tensor([1])
-    with_position = model(x, t, y)
-    monkeypatch.setattr("gspn.models.denoiser.sincos_position_2d", lambda dim, h, w: torch.zeros(dim, h, w))
-    assert not torch.allclose(model(x, t, y), with_position)
-    gspn_only = create_model("gspn_denoiser_nano2", hidden=16, depth=2)
-    assert gspn_only.attention_blocks == []
-    with pytest.raises(ValueError, match="attention_blocks must be block indices 0-3"):
-        create_model("gspn_denoiser_nano2", hidden=16, depth=4, attention_blocks=[4])
-
-
-def test_decay_gates_start_at_0_8_after_the_denoisers_initialisation():
-    model = create_model("gspn_denoiser_nano2", hidden=16, depth=2, compact=True, decay=True)
-    gates = [block.mixer.propagation.gate for block in model.blocks]
-    x = torch.randn(1, 16, 4, 4)
-    for gate in gates:
-        torch.testing.assert_close(torch.sigmoid(gate(x)), torch.full((1, 4, 4, 4), 0.8))
-    with pytest.raises(ValueError, match="decay is an option of the compact propagation"):
-        create_model("gspn_denoiser_nano2", hidden=16, depth=2, compact=False, decay=True)

@@ -142,39 +142,3 @@ def test_configure_mixers_sets_the_ops_options():
         mixer(x)
     with pytest.raises(TypeError, match=r"unknown options \['fused'\]"):
         configure_mixers(mixer, fused=False)
-
-
-def test_decay_scales_every_directions_normalised_weights_by_its_gate():
-    """The decayed compact propagation against the dense oracle (tests/oracle.py) scanning the
-    Stability-Context weights times the gate; with the gate at 1 it is the fused op's propagation of
-    the same weights; gradients by gradcheck in float64."""
-    from gspn.nn.mixer import CompactPropagation
-    from gspn.ops import stochastic_normalize
-    from gspn.ops.mixer_reference import CROSS_DIM
-    from tests.oracle import dense_propagate
-
-    torch.manual_seed(0)
-    decayed = CompactPropagation(6, 2, None, decay=True).double()
-    torch.nn.init.normal_(decayed.gate.weight, std=0.5)
-    x, merge = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.tensor([0.7, -0.3, 0.45, 0.2], dtype=torch.float64)
-    with torch.no_grad():
-        z, params = decayed.down(x), decayed.params(x).unflatten(1, (4, 7))
-        gates = torch.sigmoid(decayed.gate(x))
-        assert 0.05 < gates.std() and gates.max() < 1
-        y = torch.zeros_like(z)
-        for k, direction in enumerate(DIRECTIONS):
-            a, b, c = stochastic_normalize(*params[:, k, :3].split(1, dim=1), CROSS_DIM[direction])
-            g = gates[:, k:k + 1]
-            y += merge[k] * params[:, k, 5:] * dense_propagate(z, params[:, k, 3:5], g * a, g * b, g * c, direction)
-        want = decayed.up(y) + (merge @ decayed.skip).view(1, -1, 1, 1) * x
-        torch.testing.assert_close(decayed(x, merge), want)
-
-        plain = CompactPropagation(6, 2, None).double()
-        plain.load_state_dict({k: v for k, v in decayed.state_dict().items() if not k.startswith("gate")})
-        decayed.gate.weight.zero_()
-        decayed.gate.bias.fill_(60.0)  # sigmoid(60) == 1 in float64
-        torch.testing.assert_close(decayed(x, merge), plain(x, merge))
-    torch.nn.init.normal_(decayed.gate.weight, std=0.5)
-    decayed.gate.bias.data.zero_()
-    small = torch.randn(1, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: decayed(x, merge), (small,))

@@ -33,7 +33,7 @@ def test_the_study_trains_scores_and_tabulates_every_variant_and_resumes(tiny_st
         assert (root / "grids" / f"{variant}-s0-16px.png").is_file()
         assert (root / "grids" / f"{variant}-s0-32px.png").is_file()
     assert (root / "results.md").read_text().strip() == report.strip()
-    assert "attention_blocks" not in (root / "gspn-s0" / "denoiser.yaml").read_text()
+    assert "mixer" not in (root / "gspn-s0" / "denoiser.yaml").read_text()
     assert "mixer: attention" in (root / "attention-s0" / "denoiser.yaml").read_text()
 
     def no_more_runs(*args):
